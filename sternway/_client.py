@@ -1,0 +1,199 @@
+"""Submitting runs and talking to them from Python (the CLI is built on this)."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows._actions import Registry
+from workflows.errors import ArgsError, CommandRefused, RunNotFound
+from workflows.models import (
+    DEFAULT_TASK_QUEUE,
+    SEARCH_ATTRIBUTE_REQUESTOR,
+    SEARCH_ATTRIBUTE_STATE,
+    CommandResult,
+    RunInput,
+    RunOptions,
+    RunState,
+    RunStatus,
+    StopCommand,
+    SuspendCommand,
+)
+
+__all__ = ["RunHandle", "check_requestor", "check_run_id", "submit", "ui_url"]
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
+_REQUESTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
+STATE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE)
+REQUESTOR_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_REQUESTOR)
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id is 1-200 letters, digits, ``_ . : -``; raises :class:`ArgsError` otherwise."""
+    if not _RUN_ID.match(run_id):
+        raise ArgsError(
+            f"run id {run_id[:60]!r} is invalid: use 1-200 letters, digits, '_', '.', ':' or '-'"
+        )
+    return run_id
+
+
+def check_requestor(requestor: str) -> str:
+    """A requestor is 1-64 letters, digits, ``_ . @ + -``; raises :class:`ArgsError` otherwise."""
+    if not _REQUESTOR.match(requestor):
+        raise ArgsError(
+            f"requestor {requestor[:60]!r} is invalid: use 1-64 letters, digits, "
+            "'_', '.', '@', '+' or '-'"
+        )
+    return requestor
+
+
+def ui_url(client: Client, run_id: str) -> str | None:
+    """The run's page in the Temporal Web UI, when ``STERNWAY_UI_URL`` says where the UI is."""
+    base = os.environ.get("STERNWAY_UI_URL")
+    if not base:
+        return None
+    return f"{base.rstrip('/')}/namespaces/{client.namespace}/workflows/{run_id}"
+
+
+class RunHandle:
+    """A run of an action, by id: status, commands, waiting for the end."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._handle: WorkflowHandle[Any, Any] = client.get_workflow_handle(run_id)
+
+    @property
+    def ui_url(self) -> str | None:
+        """The run's Web UI page, if the UI's address is known."""
+        return ui_url(self.client, self.run_id)
+
+    async def status(self) -> RunStatus:
+        """The run's status JSON (running or closed). Raises :class:`RunNotFound`."""
+        try:
+            status = await self._handle.query("status", result_type=RunStatus)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        status.ui_url = self.ui_url
+        return status
+
+    async def wait(self) -> RunStatus:
+        """Wait until the run reaches a terminal state and return its final status."""
+        try:
+            await self._handle.result()
+        except WorkflowFailureError:
+            pass
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        return await self.status()
+
+    async def stop(self, *, rollback: bool = True, reason: str = "") -> CommandResult:
+        """Stop the run, rolling back its started jobs unless ``rollback`` is false."""
+        return await self._command("stop", StopCommand(rollback=rollback, reason=reason))
+
+    async def suspend(self, *, now: bool = False) -> CommandResult:
+        """Start no new jobs; ``now`` also cancels running jobs, which re-run on resume."""
+        return await self._command("suspend", SuspendCommand(now=now))
+
+    async def resume(self) -> CommandResult:
+        """Resume a suspended run."""
+        return await self._command("resume", {})
+
+    async def _command(self, name: str, payload: Any) -> CommandResult:
+        try:
+            return await self._handle.execute_update(name, payload, result_type=CommandResult)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
+                raise CommandRefused(cause.message) from None
+            raise
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        # The run does not exist, or it has closed and can take no more commands.
+        try:
+            description = await self._handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        state = description.typed_search_attributes.get(STATE_KEY)
+        if state is None and description.status == WorkflowExecutionStatus.COMPLETED:
+            state = RunState.COMPLETED.value
+        if state is None:
+            state = description.status.name if description.status else "closed"
+        raise CommandRefused(f"the run is {state}: it has finished and takes no {name}") from None
+
+
+async def submit(
+    client: Client,
+    action: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    requestor: str | None = None,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    timeout: timedelta | None = None,
+    delay: timedelta | None = None,
+    registry: Registry | None = None,
+) -> RunHandle:
+    """Start a run of ``action`` and return its handle.
+
+    With ``registry`` the args are validated here and nothing starts when they are wrong
+    (:class:`~workflows.errors.ArgsError`, :class:`~workflows.errors.SpecError`). With an explicit
+    ``run_id`` submitting twice returns the same run.
+    """
+    args = dict(args or {})
+    masked = args
+    if registry is not None:
+        masked = registry.resolve(action, args).masked_args
+    if run_id is not None:
+        check_run_id(run_id)
+    if requestor is not None:
+        check_requestor(requestor)
+    run_id = run_id or f"{action}-{uuid.uuid4().hex[:10]}"
+    attributes = [SearchAttributePair(STATE_KEY, RunState.PENDING.value)]
+    if requestor:
+        attributes.append(SearchAttributePair(REQUESTOR_KEY, requestor))
+    options = RunOptions(timeout=timeout.total_seconds() if timeout else None)
+    try:
+        await client.start_workflow(
+            action,
+            RunInput(args=args, requestor=requestor, options=options),
+            id=run_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"args": masked, "requestor": requestor},
+            search_attributes=TypedSearchAttributes(attributes),
+            static_summary=f"**{action}** run by {requestor or 'unknown'}",
+            start_delay=delay,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # the same id ran before: idempotent submit returns that run
+    return RunHandle(client, run_id)

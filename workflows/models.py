@@ -1,0 +1,450 @@
+"""The shared models of Sternway.
+
+One module of pydantic models imported by the workflow, the activities, the worker, the CLI and the
+tests. The workflow only ever runs a :class:`Plan`; both front ends (Python actions and, later, YAML
+runbooks) compile to it. Durations are stored as float seconds so plans stay plain JSON in history.
+
+Nothing here does I/O: the module is passed through the workflow sandbox.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "ACTIVITY_EXECUTE",
+    "ACTIVITY_RESOLVE",
+    "ACTIVITY_ROLLBACK",
+    "DEFAULT_TASK_QUEUE",
+    "MAX_OUTPUT_BYTES",
+    "SEARCH_ATTRIBUTE_REQUESTOR",
+    "SEARCH_ATTRIBUTE_STATE",
+    "AttemptLog",
+    "AttemptReport",
+    "CallSpec",
+    "CommandResult",
+    "Duration",
+    "ErrorInfo",
+    "JobInput",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "Plan",
+    "Progress",
+    "Reason",
+    "ResolveInput",
+    "ResolvedRun",
+    "RetrySpec",
+    "RollbackInput",
+    "RollbackStatus",
+    "RunInput",
+    "RunOptions",
+    "RunState",
+    "RunStatus",
+    "StopCommand",
+    "SuspendCommand",
+    "TERMINAL_RUN_STATES",
+    "parse_duration",
+]
+
+DEFAULT_TASK_QUEUE = "sternway"
+SEARCH_ATTRIBUTE_STATE = "SternwayState"
+SEARCH_ATTRIBUTE_REQUESTOR = "SternwayRequestor"
+ACTIVITY_RESOLVE = "sternway.resolve"
+ACTIVITY_EXECUTE = "sternway.execute"
+ACTIVITY_ROLLBACK = "sternway.rollback"
+# A job output is kept in history and in every status answer; 256 KiB keeps a run far below
+# Temporal's 2 MiB payload limit even with several large outputs.
+MAX_OUTPUT_BYTES = 256 * 1024
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Turn ``"1h30m"``, ``"2s"``, ``"250ms"``, a number of seconds or a timedelta into seconds.
+
+    Raises ``ValueError`` with a message fit for a user on anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(
+                    f"not a duration: {value!r} (use e.g. 30s, 5m, 1h30m, 250ms)"
+                ) from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError(f"not a duration: {value!r}")
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, accepted as a number, a timedelta or a string such as ``"1m30s"``."""
+
+
+class RunState(StrEnum):
+    """The state of a run, as shown in status and in the ``SternwayState`` search attribute."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    ROLLING_BACK = "ROLLING_BACK"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+
+
+TERMINAL_RUN_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.STOPPED, RunState.ROLLBACK_FAILED}
+)
+
+
+class JobState(StrEnum):
+    """The state of one job in a run."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+
+
+class Reason(StrEnum):
+    """Why a job or run failed (the Fn call reasons)."""
+
+    TIMEOUT = "timeout"
+    BAD_EXIT = "bad_exit"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    ERROR = "error"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RetrySpec(_Model):
+    """When to try a job again. Sternway drives attempts itself (see docs/semantics.md)."""
+
+    max_attempts: int = Field(default=1, ge=1)
+    initial_interval: Duration = 1.0
+    backoff: float = Field(default=2.0, ge=1.0)
+    max_interval: Duration | None = None
+    non_retryable_error_types: list[str] = Field(default_factory=list)
+
+    def delay_before(self, failures: int) -> float:
+        """Seconds to wait before the attempt that follows ``failures`` failed attempts."""
+        delay = self.initial_interval * self.backoff ** max(failures - 1, 0)
+        return min(delay, self.max_interval) if self.max_interval is not None else delay
+
+
+class CallSpec(_Model):
+    """What an activity calls: a job kind and its parameters (``ref`` names a Python function)."""
+
+    kind: str = "python"
+    ref: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class JobSpec(_Model):
+    """One job of a plan."""
+
+    name: str
+    description: str = ""
+    execute: CallSpec
+    rollback: CallSpec | None = None
+    after: list[str] = Field(default_factory=list)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    rollback_retry: RetrySpec = Field(default_factory=lambda: RetrySpec(max_attempts=3))
+    timeout: Duration = Field(default=600.0, gt=0)
+    heartbeat_timeout: Duration = Field(default=30.0, gt=0)
+    continue_on_error: bool = False
+    pre: list[str] = Field(default_factory=list)
+    post: list[str] = Field(default_factory=list)
+    task_queue: str | None = None
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names of actions and jobs: 1-100 characters, letters, digits, ``_ . -``."""
+    if not _NAME.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} is invalid: use 1-100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class Plan(_Model):
+    """A validated action: what the workflow interprets."""
+
+    name: str
+    description: str = ""
+    jobs: list[JobSpec]
+    timeout: Duration | None = None
+    max_suspended: Duration | None = None
+    args_schema: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, name: str) -> str:
+        return check_name("action", name)
+
+    @model_validator(mode="after")
+    def _valid_graph(self) -> Plan:
+        if not self.jobs:
+            raise ValueError(f"action {self.name!r} has no jobs")
+        seen: set[str] = set()
+        for job in self.jobs:
+            check_name("job", job.name)
+            if job.name in seen:
+                raise ValueError(f"job name {job.name!r} is used twice in action {self.name!r}")
+            seen.add(job.name)
+        for job in self.jobs:
+            for dep in job.after:
+                if dep not in seen:
+                    raise ValueError(f"job {job.name!r} runs after unknown job {dep!r}")
+                if dep == job.name:
+                    raise ValueError(f"job {job.name!r} cannot run after itself")
+        cycle = _find_cycle({j.name: j.after for j in self.jobs})
+        if cycle:
+            raise ValueError("jobs form a cycle: " + " -> ".join(cycle))
+        return self
+
+    def job(self, name: str) -> JobSpec:
+        """The job called ``name``."""
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+
+def _find_cycle(after: dict[str, list[str]]) -> list[str]:
+    """One dependency cycle as a path of names, or an empty list."""
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for dep in after[node]:
+            if state.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for name in after:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return []
+
+
+class RunOptions(_Model):
+    """Per-run options given at submit time."""
+
+    timeout: Duration | None = None
+    retry_of: str | None = None
+    reuse_outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunInput(_Model):
+    """The one input of every action workflow: ``{"args": {...}, "requestor": ..., "options": ...}``."""
+
+    args: dict[str, Any] = Field(default_factory=dict)
+    requestor: str | None = None
+    options: RunOptions = Field(default_factory=RunOptions)
+
+
+class ResolveInput(_Model):
+    """Input of the resolve activity: which action, with which raw args."""
+
+    action: str
+    args: dict[str, Any]
+
+
+class ResolvedRun(_Model):
+    """The plan of a run and its validated args, fixed once per run and recorded in history."""
+
+    plan: Plan
+    args: dict[str, Any]
+    masked_args: dict[str, Any]
+
+
+class ErrorInfo(_Model):
+    """Why something failed: a reason, an error type and a message."""
+
+    reason: Reason = Reason.ERROR
+    type: str = "Error"
+    message: str = ""
+    job: str | None = None
+
+
+class AttemptReport(_Model):
+    """What an attempt reports besides its output, on success and in failure details."""
+
+    reason: Reason = Reason.ERROR
+    rollback_data: Any = None
+    has_rollback_data: bool = False
+    exit_code: int | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+
+
+class JobInput(_Model):
+    """Input of the execute activity for one attempt of one job."""
+
+    run_id: str
+    action: str
+    job: str
+    attempt: int
+    call: CallSpec
+    pre: list[str] = Field(default_factory=list)
+    post: list[str] = Field(default_factory=list)
+    args: dict[str, Any]
+    deps: dict[str, Any] = Field(default_factory=dict)
+    rollback_data: Any = None
+    has_rollback_data: bool = False
+
+
+class JobResult(_Model):
+    """Result of a successful execute attempt."""
+
+    output: Any
+    report: AttemptReport = Field(default_factory=AttemptReport)
+
+
+class RollbackInput(_Model):
+    """Input of the rollback activity: everything known about the job being undone."""
+
+    run_id: str
+    action: str
+    job: str
+    attempt: int
+    call: CallSpec
+    args: dict[str, Any]
+    output: Any = None
+    completed: bool = False
+    error: ErrorInfo | None = None
+    rollback_data: Any = None
+    has_rollback_data: bool = False
+
+
+class AttemptLog(_Model):
+    """One attempt of a job (or of its rollback) in the job log."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    state: JobState = JobState.RUNNING
+    exit_code: int | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    error: ErrorInfo | None = None
+
+
+class RollbackStatus(_Model):
+    """How the rollback of one job went."""
+
+    state: JobState = JobState.PENDING
+    attempts: int = 0
+    error: ErrorInfo | None = None
+    log: list[AttemptLog] = Field(default_factory=list)
+
+
+class JobStatus(_Model):
+    """One job in the status JSON."""
+
+    name: str
+    state: JobState = JobState.PENDING
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    detail: str | None = None
+    error: ErrorInfo | None = None
+    output: Any = None
+    rollback: RollbackStatus | None = None
+    log: list[AttemptLog] = Field(default_factory=list)
+
+
+class Progress(_Model):
+    """Jobs done out of jobs in the run."""
+
+    done: int = 0
+    total: int = 0
+
+
+class RunStatus(_Model):
+    """The status JSON: the ``status`` query and ``sternway status --json`` return this."""
+
+    run_id: str
+    action: str
+    state: RunState = RunState.PENDING
+    requestor: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: Progress = Field(default_factory=Progress)
+    error: ErrorInfo | None = None
+    ui_url: str | None = None
+    jobs: list[JobStatus] = Field(default_factory=list)
+
+    def job(self, name: str) -> JobStatus:
+        """The job called ``name``."""
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+
+class StopCommand(_Model):
+    """Payload of the ``stop`` update and signal."""
+
+    rollback: bool = True
+    reason: str = ""
+
+
+class SuspendCommand(_Model):
+    """Payload of the ``suspend`` update and signal."""
+
+    now: bool = False
+
+
+class CommandResult(_Model):
+    """What an accepted command answers."""
+
+    state: RunState
+    message: str = ""
