@@ -96,9 +96,27 @@ class RunHandle:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
+            final = await self._final_status()
+            if final is None:
+                raise
+            status = final
         status.ui_url = self.ui_url
         return status
+
+    async def _final_status(self) -> RunStatus | None:
+        """A closed run's status from its result, for when no worker can answer the query."""
+        description = await self._handle.describe()
+        if description.status == WorkflowExecutionStatus.COMPLETED:
+            return RunStatus.model_validate(await self._handle.result())
+        if description.status != WorkflowExecutionStatus.FAILED:
+            return None
+        try:
+            await self._handle.result()
+        except WorkflowFailureError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.details:
+                return RunStatus.model_validate(cause.details[0])
+        return None
 
     async def wait(self) -> RunStatus:
         """Wait until the run reaches a terminal state and return its final status."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
@@ -139,7 +139,7 @@ class ActionWorkflow:
                 else RunInput()
             )
         except Exception as err:
-            self._reject("InvalidInput", f"the run input is not valid: {err}")
+            return await self._reject("InvalidInput", f"the run input is not valid: {err}")
         self._status.requestor = inp.requestor
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
             workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
@@ -152,10 +152,12 @@ class ActionWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3),
                 summary=f"{self._status.action} › resolve plan and args",
             )
-        except ActivityError as err:
-            message = err.cause.message if isinstance(err.cause, ApplicationError) else str(err)
-            kind = err.cause.type if isinstance(err.cause, ApplicationError) else None
-            self._reject(kind or "InvalidArgs", message)
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's failure arrives unwrapped, as the ApplicationError itself.
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, ApplicationError):
+                return await self._reject(cause.type or "InvalidArgs", cause.message)
+            return await self._reject("InvalidArgs", str(cause or err))
         except asyncio.CancelledError:
             self._request_stop(StopCommand(reason="cancel requested through Temporal"), True)
             return await self._finish()
@@ -193,13 +195,10 @@ class ActionWorkflow:
                 lambda: True,
             )
 
-    def _reject(self, kind: str, message: str) -> NoReturn:
-        """End a run that cannot start: bad input or args. Nothing ran, nothing to undo."""
+    async def _reject(self, kind: str, message: str) -> RunStatus:
+        """End a run that cannot start (bad input or args): nothing ran, nothing to undo."""
         self._failure = ErrorInfo(reason=Reason.REJECTED, type=kind, message=message)
-        self._status.error = self._failure
-        self._status.finished_at = workflow.now()
-        self._set_state(RunState.FAILED)
-        raise ApplicationError(message, type=kind, non_retryable=True)
+        return await self._finish()
 
     async def _forward(self) -> None:
         """Start jobs as their dependencies finish until all are done or the run halts."""
@@ -486,7 +485,10 @@ class ActionWorkflow:
         if state == RunState.STOPPED and self._cancel_requested:
             raise CancelledError(message)
         kinds = {RunState.FAILED: "RunFailed", RunState.STOPPED: "RunStopped"}
-        raise ApplicationError(message, type=kinds.get(state, "RollbackFailed"), non_retryable=True)
+        # The final status rides in the failure so it can be read with no worker running.
+        raise ApplicationError(
+            message, self.status(), type=kinds.get(state, "RollbackFailed"), non_retryable=True
+        )
 
     def _set_state(self, state: RunState) -> None:
         if state == self._status.state and state != RunState.PENDING:

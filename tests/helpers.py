@@ -1,0 +1,44 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from sternway import RunHandle
+from tests.scripted import EVENTS
+from workflows.models import RunStatus
+
+
+async def wait_for(
+    handle: RunHandle, predicate: Callable[[RunStatus], bool], timeout: float = 30.0
+) -> RunStatus:
+    """Poll the run's status until ``predicate`` holds; fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await handle.status()
+        if predicate(status):
+            return status
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached; last status: {status.model_dump_json()}")
+        await asyncio.sleep(0.1)
+
+
+def events(run_id: str, kind: str) -> list[Any]:
+    """The jobs (or full events) of one kind recorded for a run, in order."""
+    return [e[1] for e in EVENTS[run_id] if e[0] == kind]
+
+
+def rollbacks(run_id: str) -> list[str]:
+    """Jobs rolled back in the run, in the order the rollbacks ran."""
+    return events(run_id, "rollback")
+
+
+async def until_started(run_id: str, job: str, attempt: int = 1, timeout: float = 30.0) -> None:
+    """Wait until the worker has begun ``attempt`` of ``job`` in run ``run_id``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while ("start", job, attempt) not in EVENTS[run_id]:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{job} attempt {attempt} never started: {EVENTS[run_id]}")
+        await asyncio.sleep(0.05)
