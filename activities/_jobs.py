@@ -88,7 +88,9 @@ class _Context:
         else:  # a sync job function in its thread: the SDK heartbeats from the event loop
             self._loop.call_soon_threadsafe(activity.heartbeat, details)
 
-    def set_exit(self, exit_code: int | None, stdout_tail: str | None, stderr_tail: str | None) -> None:
+    def set_exit(
+        self, exit_code: int | None, stdout_tail: str | None, stderr_tail: str | None
+    ) -> None:
         """Record a process's exit code and output tails in this attempt's log entry."""
         self._report.exit_code = exit_code
         self._report.stdout_tail = stdout_tail
@@ -208,10 +210,15 @@ def _failure(ctx: _Context, err: BaseException) -> ApplicationError:
     if isinstance(err, JobRejected | ArgsError | SpecError):
         report.reason = Reason.REJECTED
         type_ = err.type if isinstance(err, JobError) else type(err).__name__
-        return ApplicationError(str(err), report.model_dump(mode="json"), type=type_, non_retryable=True)
+        return ApplicationError(
+            str(err), report.model_dump(mode="json"), type=type_, non_retryable=True
+        )
     if isinstance(err, JobError):
         return ApplicationError(
-            err.message, report.model_dump(mode="json"), type=err.type, non_retryable=err.non_retryable
+            err.message,
+            report.model_dump(mode="json"),
+            type=err.type,
+            non_retryable=err.non_retryable,
         )
     if isinstance(err, ApplicationError):
         return ApplicationError(
@@ -322,7 +329,9 @@ class JobActivities:
             if not isinstance(err, Exception | asyncio.CancelledError):
                 raise
             failure = _failure(ctx, err)
-            ctx.log.warning("rollback attempt failed", error_type=failure.type, error=failure.message)
+            ctx.log.warning(
+                "rollback attempt failed", error_type=failure.type, error=failure.message
+            )
             raise failure from None
         return True
 

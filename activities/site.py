@@ -56,7 +56,8 @@ def build(ctx: JobContext) -> dict[str, Any]:
     ctx.report(f"rendering {target}")
     time.sleep(args.pause)
     marker = "" if args.broken else MARKER.format(release=html.escape(args.release))
-    page = f"<!doctype html><html><head>{marker}</head><body><h1>{html.escape(args.message)}</h1></body></html>\n"
+    body = f"<h1>{html.escape(args.message)}</h1>"
+    page = f"<!doctype html><html><head>{marker}</head><body>{body}</body></html>\n"
     (target / "index.html").write_text(page)
     return {"path": str(target), "bytes": len(page)}
 
@@ -106,7 +107,9 @@ def health_check(ctx: JobContext) -> dict[str, Any]:
     time.sleep(args.pause)
     page = page_path.read_text() if page_path.exists() else ""
     if MARKER.format(release=html.escape(args.release)) not in page:
-        raise JobError(f"release {args.release!r} is not healthy: its page lacks the release marker")
+        raise JobError(
+            f"release {args.release!r} is not healthy: its page lacks the release marker"
+        )
     return {"healthy": True, "checked": str(page_path)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -92,7 +93,7 @@ class RunHandle:
     async def status(self) -> RunStatus:
         """The run's status JSON (running or closed). Raises :class:`RunNotFound`."""
         try:
-            status = await self._handle.query("status", result_type=RunStatus)
+            status: RunStatus = await self._handle.query("status", result_type=RunStatus)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(f"no run {self.run_id!r}") from None
@@ -144,7 +145,10 @@ class RunHandle:
 
     async def _command(self, name: str, payload: Any) -> CommandResult:
         try:
-            return await self._handle.execute_update(name, payload, result_type=CommandResult)
+            result: CommandResult = await self._handle.execute_update(
+                name, payload, result_type=CommandResult
+            )
+            return result
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
@@ -199,7 +203,8 @@ async def submit(
     if requestor:
         attributes.append(SearchAttributePair(REQUESTOR_KEY, requestor))
     options = RunOptions(timeout=timeout.total_seconds() if timeout else None)
-    try:
+    # REJECT_DUPLICATE: the same id ran before, and idempotent submit returns that run.
+    with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
             action,
             RunInput(args=args, requestor=requestor, options=options),
@@ -212,6 +217,4 @@ async def submit(
             static_summary=f"**{action}** run by {requestor or 'unknown'}",
             start_delay=delay,
         )
-    except WorkflowAlreadyStartedError:
-        pass  # the same id ran before: idempotent submit returns that run
     return RunHandle(client, run_id)

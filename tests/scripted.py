@@ -40,7 +40,9 @@ async def step(ctx: JobContext) -> Any:
     EVENTS[ctx.run_id].append(("start", job, ctx.attempt))
     if job in script.save:
         ctx.save_rollback_data({"saved_by": job, "attempt": ctx.attempt})
-    seconds = script.sleep.get(job, 0.0) + (script.sleep_first.get(job, 0.0) if ctx.attempt == 1 else 0.0)
+    seconds = script.sleep.get(job, 0.0) + (
+        script.sleep_first.get(job, 0.0) if ctx.attempt == 1 else 0.0
+    )
     try:
         for tick in range(int(seconds * 10)):
             ctx.report(f"tick {tick}")
@@ -136,11 +138,20 @@ REGISTRY = Registry(
     [
         chain("test-chain5", 5),
         chain("test-chain3", 3),
-        chain("test-timeout", 2, timeout="1h"),
         dag(),
         continue_on_error(),
         hooks(),
         Action("test-fast-timeout", [_job("only", timeout="1s")], args=Script),
+        Action(
+            "test-slow-retry",
+            [
+                _job("j1"),
+                _job("j2", after=["j1"], retry=Retry(max_attempts=100, initial_interval="10m")),
+            ],
+            args=Script,
+            timeout="1h",
+        ),
+        chain("test-max-suspended", 2, max_suspended="30m"),
         deploy_site,
     ]
 )

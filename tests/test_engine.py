@@ -110,7 +110,7 @@ async def test_stop_of_completed_run_is_refused_with_reason(
     dev_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
 ) -> None:
     async with worker_for(dev_env.client):
-        handle, status = await run_to_end(dev_env, task_queue, "test-chain3", {})
+        handle, _ = await run_to_end(dev_env, task_queue, "test-chain3", {})
     with pytest.raises(CommandRefused, match="the run is COMPLETED"):
         await handle.stop()
     with pytest.raises(CommandRefused, match="COMPLETED"):
@@ -305,9 +305,13 @@ async def test_idempotent_submit_returns_the_same_run(
 ) -> None:
     run_id = f"idem-{uuid.uuid4().hex[:8]}"
     async with worker_for(dev_env.client):
-        first = await submit(dev_env.client, "test-chain3", {}, run_id=run_id, task_queue=task_queue)
+        first = await submit(
+            dev_env.client, "test-chain3", {}, run_id=run_id, task_queue=task_queue
+        )
         await first.wait()
-        second = await submit(dev_env.client, "test-chain3", {}, run_id=run_id, task_queue=task_queue)
+        second = await submit(
+            dev_env.client, "test-chain3", {}, run_id=run_id, task_queue=task_queue
+        )
         await second.wait()
     assert second.run_id == first.run_id
     assert events(run_id, "start") == ["j1", "j2", "j3"]
@@ -374,7 +378,7 @@ async def test_terminal_states_are_final(
     dev_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
 ) -> None:
     async with worker_for(dev_env.client):
-        handle, status = await run_to_end(dev_env, task_queue, "test-chain3", {})
+        _, status = await run_to_end(dev_env, task_queue, "test-chain3", {})
     assert status.state in TERMINAL_RUN_STATES
     assert status.finished_at is not None and status.started_at is not None
     assert all(j.state == "COMPLETED" for j in status.jobs)

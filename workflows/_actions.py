@@ -88,13 +88,9 @@ class Job:
         """The same job under another name (and, if given, other dependencies)."""
         return dataclasses.replace(self, name=name, after=self.after if after is None else after)
 
-    def extend(
-        self, *, pre: Iterable[JobFunction] = (), post: Iterable[JobFunction] = ()
-    ) -> Job:
+    def extend(self, *, pre: Iterable[JobFunction] = (), post: Iterable[JobFunction] = ()) -> Job:
         """The same job with more hooks: new ``pre`` hooks run first, new ``post`` hooks last."""
-        return dataclasses.replace(
-            self, pre=(*pre, *self.pre), post=(*self.post, *post)
-        )
+        return dataclasses.replace(self, pre=(*pre, *self.pre), post=(*self.post, *post))
 
     def functions(self) -> list[JobFunction]:
         """Every function this job refers to."""
@@ -106,7 +102,9 @@ class Job:
         return JobSpec(
             name=self.name,
             description=self.description,
-            execute=CallSpec(kind="python", ref=function_ref(self.execute), **{"with": dict(self.input)}),
+            execute=CallSpec(
+                kind="python", ref=function_ref(self.execute), **{"with": dict(self.input)}
+            ),
             rollback=None
             if self.rollback is None
             else CallSpec(kind="python", ref=function_ref(self.rollback)),

@@ -14,6 +14,7 @@ at a time, in reverse start order, in a task no cancellation reaches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,9 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    TimeoutError,
+)
+from temporalio.exceptions import (
+    TimeoutError as TemporalTimeoutError,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -73,7 +76,7 @@ _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
 def _classify(err: ActivityError) -> tuple[ErrorInfo, AttemptReport, bool]:
     """Reason, type and message of a failed attempt, its report, and whether it may be retried."""
     cause = err.cause
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, TemporalTimeoutError):
         report = AttemptReport(reason=Reason.TIMEOUT)
         if cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
             beat = cause.last_heartbeat_details[0]
@@ -126,6 +129,7 @@ class ActionWorkflow:
         self._failure: ErrorInfo | None = None
         self._rollback_failed: str | None = None
         self._changed = False
+        self._timers: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------------------------- run
 
@@ -285,10 +289,10 @@ class ActionWorkflow:
                 failures += 1
                 if self._may_retry(spec.retry, error, retryable, failures):
                     delay = spec.retry.delay_before(failures)
-                    try:
-                        await workflow.wait_condition(self._halting, timeout=timedelta(seconds=delay))
-                    except asyncio.TimeoutError:
-                        pass
+                    with contextlib.suppress(TimeoutError):
+                        await workflow.wait_condition(
+                            self._halting, timeout=timedelta(seconds=delay)
+                        )
                     continue
                 self._end_job(job, JobState.FAILED, error)
                 if not spec.continue_on_error and not self._halting():
@@ -342,8 +346,12 @@ class ActionWorkflow:
         except ActivityError as err:
             error, report, retryable = _classify(err)
             self._keep_rollback_data(spec.name, report)
-            self._log_attempt(entry, report, JobState.CANCELLED if error.reason == Reason.CANCELLED
-                              else JobState.FAILED, error)
+            self._log_attempt(
+                entry,
+                report,
+                JobState.CANCELLED if error.reason == Reason.CANCELLED else JobState.FAILED,
+                error,
+            )
             job.error = error
             return error, retryable
         finally:
@@ -458,6 +466,7 @@ class ActionWorkflow:
     # --------------------------------------------------------------------------------- finish
 
     async def _finish(self) -> RunStatus:
+        error: ErrorInfo | None
         if self._rollback_failed is not None:
             state = RunState.ROLLBACK_FAILED
             failed = self._jobs[self._rollback_failed]
@@ -517,7 +526,7 @@ class ActionWorkflow:
             if still() and self._status.state not in TERMINAL_RUN_STATES:
                 self._request_stop(StopCommand(rollback=True, reason=error.message), False, error)
 
-        asyncio.create_task(fire())
+        self._timers.add(asyncio.create_task(fire()))
 
     # ------------------------------------------------------------------------------- commands
 
@@ -579,7 +588,9 @@ class ActionWorkflow:
         self._changed = True
         running = len(self._handles)
         note = f"; {running} running job(s) " + ("cancelled" if cmd.now else "finishing")
-        return CommandResult(state=RunState.SUSPENDED, message="suspended" + (note if running else ""))
+        return CommandResult(
+            state=RunState.SUSPENDED, message="suspended" + (note if running else "")
+        )
 
     def _do_resume(self) -> CommandResult:
         self._suspended = False

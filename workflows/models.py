@@ -24,6 +24,7 @@ __all__ = [
     "MAX_OUTPUT_BYTES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
+    "TERMINAL_RUN_STATES",
     "AttemptLog",
     "AttemptReport",
     "CallSpec",
@@ -49,7 +50,6 @@ __all__ = [
     "RunStatus",
     "StopCommand",
     "SuspendCommand",
-    "TERMINAL_RUN_STATES",
     "parse_duration",
 ]
 
@@ -281,7 +281,10 @@ class RunOptions(_Model):
 
 
 class RunInput(_Model):
-    """The one input of every action workflow: ``{"args": {...}, "requestor": ..., "options": ...}``."""
+    """The one input of every action workflow.
+
+    As JSON: ``{"args": {...}, "requestor": "...", "options": {...}}``.
+    """
 
     args: dict[str, Any] = Field(default_factory=dict)
     requestor: str | None = None

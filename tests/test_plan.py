@@ -1,0 +1,105 @@
+"""The plan model and the Python front end: bad definitions fail where they are written."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, SecretStr
+
+from sternway import Action, ArgsError, Job, Registry, Retry, SpecError
+from tests.scripted import step, undo
+from workflows.models import RetrySpec, parse_duration
+
+
+def job(name: str, *after: str) -> Job:
+    return Job(name, execute=step, rollback=undo, after=list(after))
+
+
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [
+        ([], "has no jobs"),
+        ([job("a"), job("a")], "job name 'a' is used twice"),
+        ([job("a", "ghost")], "job 'a' runs after unknown job 'ghost'"),
+        ([job("a", "a")], "job 'a' cannot run after itself"),
+        ([job("a", "c"), job("b", "a"), job("c", "b")], "jobs form a cycle: a -> c -> b -> a"),
+        ([job("bad name")], "job name 'bad name' is invalid"),
+    ],
+)
+def test_invalid_actions_are_rejected_with_a_clear_message(jobs: list[Job], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        Action("x", jobs)
+
+
+def test_invalid_retry_is_rejected() -> None:
+    with pytest.raises(SpecError, match=r"jobs\.0\.retry\.max_attempts|max_attempts"):
+        Action("x", [Job("a", execute=step, retry=Retry(max_attempts=0))])
+
+
+def test_functions_must_be_module_level() -> None:
+    with pytest.raises(SpecError, match="module level"):
+        Action("x", [Job("a", execute=lambda ctx: 1)])
+
+
+def test_registry_rejects_duplicates_and_names_known_actions() -> None:
+    registry = Registry([Action("one", [job("a")])])
+    with pytest.raises(SpecError, match="registered twice"):
+        registry.add(Action("one", [job("a")]))
+    with pytest.raises(SpecError, match=r"unknown action 'two' \(known: one\)"):
+        registry.get("two")
+
+
+class Args(BaseModel):
+    host: str
+    count: int = 1
+    token: SecretStr
+
+
+def test_args_are_validated_and_secrets_masked() -> None:
+    action = Action("with-args", [job("a")], args=Args)
+    args, masked = action.validate_args({"host": "h1", "token": "s3cret"})
+    assert args == {"host": "h1", "count": 1, "token": "s3cret"}
+    assert masked["token"] != "s3cret" and "s3cret" not in str(masked)
+    with pytest.raises(ArgsError, match="count: Input should be a valid integer"):
+        action.validate_args({"host": "h1", "token": "x", "count": "many"})
+    with pytest.raises(ArgsError, match="takes no args"):
+        Action("no-args", [job("a")]).validate_args({"x": 1})
+
+
+def test_rename_and_extend_make_new_jobs() -> None:
+    base = job("a")
+    renamed = base.rename("b", after=["a"]).extend(pre=[step])
+    assert (base.name, base.pre) == ("a", ())
+    assert (renamed.name, list(renamed.after), list(renamed.pre)) == ("b", ["a"], [step])
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("2s", 2), ("5m", 300), ("1h30m", 5400), ("1d", 86400), (3, 3), ("1.5", 1.5)],
+)
+def test_parse_duration(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+    assert parse_duration(timedelta(seconds=seconds)) == seconds
+
+
+@given(st.text(max_size=12))
+def test_parse_duration_only_raises_value_error(text: str) -> None:
+    try:
+        assert parse_duration(text) >= 0
+    except ValueError as err:
+        assert "duration" in str(err)
+
+
+@given(st.integers(1, 10), st.floats(0.01, 100), st.floats(1, 4), st.integers(1, 20))
+def test_backoff_grows_and_respects_max_interval(
+    attempts: int, initial: float, backoff: float, failures: int
+) -> None:
+    spec = RetrySpec(
+        max_attempts=attempts, initial_interval=initial, backoff=backoff, max_interval=60
+    )
+    delay = spec.delay_before(failures)
+    assert delay <= 60
+    assert spec.delay_before(failures + 1) >= delay
