@@ -1,27 +1,93 @@
 """The Sternway worker: hosts the action workflow and the job activities on a task queue.
 
-``create_worker`` builds a worker for a client and a registry of actions (used by tests, the CLI's
-``sternway worker`` and ``sternway dev``); ``python worker.py`` runs one until SIGINT/SIGTERM.
+``create_worker`` builds a worker for a client and a registry (used by tests, ``sternway dev`` and
+``sternway demo``); ``run_worker`` runs one until SIGINT or SIGTERM, letting running jobs finish
+within a grace period. ``python worker.py`` and ``sternway worker`` both end up there.
+
+Actions: the shipped sample actions, plus every module named in ``STERNWAY_MODULES``
+(comma-separated) that holds ``Action`` objects (or an ``ACTIONS`` list of them).
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
+import structlog
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import JobActivities
+from activities.site import deploy_site
 from workflows import ActionWorkflow
-from workflows._actions import Registry
+from workflows._actions import Action, Registry
+from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE
 
-__all__ = ["create_worker"]
+__all__ = ["configure_logging", "create_worker", "load_registry", "run_worker"]
 
 # Models and job code are deterministic or never run in workflow code: importing them once,
 # outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
 _PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "workflows.models", "structlog")
+
+BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
+
+
+def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
+    """structlog for the worker and activities: console in a terminal, JSON lines otherwise."""
+    if json is None:
+        json = not sys.stderr.isatty()
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _actions_in(module_name: str) -> Iterable[Action]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise SpecError(f"cannot import actions module {module_name!r}: {err}") from None
+    listed = getattr(module, "ACTIONS", None)
+    if listed is not None:
+        return list(listed)
+    return [value for value in vars(module).values() if isinstance(value, Action)]
+
+
+def load_registry(modules: Iterable[str] | None = None) -> Registry:
+    """The built-in actions and those of ``modules`` (default: ``STERNWAY_MODULES``)."""
+    if modules is None:
+        modules = [
+            m.strip() for m in os.environ.get("STERNWAY_MODULES", "").split(",") if m.strip()
+        ]
+    registry = Registry()
+    seen: set[int] = set()
+    for action in [*BUILTIN_ACTIONS, *(a for m in modules for a in _actions_in(m))]:
+        if id(action) not in seen:
+            seen.add(id(action))
+            registry.add(action)
+    return registry
 
 
 def create_worker(
@@ -54,3 +120,56 @@ def create_worker(
         default_heartbeat_throttle_interval=heartbeat_throttle,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
     )
+
+
+def metrics_runtime(port: int) -> Runtime:
+    """An SDK runtime serving Temporal's worker metrics for Prometheus on ``port``."""
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
+    )
+
+
+async def run_worker(
+    client: Client,
+    registry: Registry,
+    *,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    concurrency: int = 100,
+    grace: timedelta = timedelta(seconds=30),
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a worker until SIGINT/SIGTERM (or ``stop``); running jobs get ``grace`` to finish."""
+    log = structlog.get_logger("sternway.worker")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    worker = create_worker(
+        client,
+        registry,
+        task_queue=task_queue,
+        max_concurrent_activities=concurrency,
+        graceful_shutdown_timeout=grace,
+    )
+    log.info(
+        "worker started",
+        task_queue=task_queue,
+        namespace=client.namespace,
+        actions=[a.name for a in registry],
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            log.info(
+                "worker stopping: running jobs get the grace period", grace_s=grace.total_seconds()
+            )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    from starter.cli import main
+
+    main(["worker", *sys.argv[1:]])

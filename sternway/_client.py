@@ -7,9 +7,10 @@ import os
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -18,6 +19,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    Priority,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -33,7 +35,9 @@ from workflows.models import (
     DEFAULT_TASK_QUEUE,
     SEARCH_ATTRIBUTE_REQUESTOR,
     SEARCH_ATTRIBUTE_STATE,
+    TERMINAL_RUN_STATES,
     CommandResult,
+    JobState,
     RunInput,
     RunOptions,
     RunState,
@@ -42,7 +46,17 @@ from workflows.models import (
     SuspendCommand,
 )
 
-__all__ = ["RunHandle", "check_requestor", "check_run_id", "submit", "ui_url"]
+__all__ = [
+    "RunHandle",
+    "RunSummary",
+    "check_requestor",
+    "check_run_id",
+    "list_runs",
+    "retry",
+    "submit",
+    "ui_base",
+    "ui_url",
+]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
 _REQUESTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
@@ -69,12 +83,24 @@ def check_requestor(requestor: str) -> str:
     return requestor
 
 
-def ui_url(client: Client, run_id: str) -> str | None:
-    """The run's page in the Temporal Web UI, when ``STERNWAY_UI_URL`` says where the UI is."""
+def ui_base(client: Client) -> str | None:
+    """Where the Web UI is: ``STERNWAY_UI_URL``, else the dev server's UI for a local server."""
     base = os.environ.get("STERNWAY_UI_URL")
-    if not base:
+    if base:
+        return base.rstrip("/")
+    host, _, port = client.service_client.config.target_host.rpartition(":")
+    if host in ("localhost", "127.0.0.1", "[::1]") and port.isdigit():
+        # `temporal server start-dev` serves its UI 1000 ports above the frontend.
+        return f"http://localhost:{int(port) + 1000}"
+    return None
+
+
+def ui_url(client: Client, run_id: str) -> str | None:
+    """The run's page in the Temporal Web UI, when it is known where the UI is."""
+    base = ui_base(client)
+    if base is None:
         return None
-    return f"{base.rstrip('/')}/namespaces/{client.namespace}/workflows/{run_id}"
+    return f"{base}/namespaces/{client.namespace}/workflows/{run_id}"
 
 
 class RunHandle:
@@ -118,6 +144,38 @@ class RunHandle:
             if isinstance(cause, ApplicationError) and cause.details:
                 return RunStatus.model_validate(cause.details[0])
         return None
+
+    async def live_details(self) -> dict[str, str]:
+        """The live ``detail`` line of each running job, from the run's pending activities."""
+        try:
+            description = await self._handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        details: dict[str, str] = {}
+        for pending in description.raw_description.pending_activities:
+            job, _, _ = pending.activity_id.partition("#")
+            if job.startswith("rollback:") or not pending.heartbeat_details.payloads:
+                continue
+            decoded = await self.client.data_converter.decode(pending.heartbeat_details.payloads)
+            beat = decoded[0] if decoded else None
+            if isinstance(beat, dict) and beat.get("detail"):
+                details[job] = str(beat["detail"])
+        return details
+
+    async def run_input(self) -> RunInput:
+        """The input the run was started with (args unmasked), from its first history event."""
+        try:
+            async for event in self._handle.fetch_history_events():
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                values = await self.client.data_converter.decode(payloads, [RunInput])
+                return values[0] if values else RunInput()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        raise RunNotFound(f"no run {self.run_id!r}")
 
     async def wait(self) -> RunStatus:
         """Wait until the run reaches a terminal state and return its final status."""
@@ -182,7 +240,9 @@ async def submit(
     task_queue: str = DEFAULT_TASK_QUEUE,
     timeout: timedelta | None = None,
     delay: timedelta | None = None,
+    priority: int | None = None,
     registry: Registry | None = None,
+    options: RunOptions | None = None,
 ) -> RunHandle:
     """Start a run of ``action`` and return its handle.
 
@@ -202,7 +262,12 @@ async def submit(
     attributes = [SearchAttributePair(STATE_KEY, RunState.PENDING.value)]
     if requestor:
         attributes.append(SearchAttributePair(REQUESTOR_KEY, requestor))
-    options = RunOptions(timeout=timeout.total_seconds() if timeout else None)
+    options = (options or RunOptions()).model_copy(
+        update={"timeout": timeout.total_seconds() if timeout else None}
+    )
+    memo: dict[str, Any] = {"args": masked, "requestor": requestor}
+    if options.retry_of:
+        memo["retry_of"] = options.retry_of
     # REJECT_DUPLICATE: the same id ran before, and idempotent submit returns that run.
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await client.start_workflow(
@@ -212,9 +277,113 @@ async def submit(
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={"args": masked, "requestor": requestor},
+            memo=memo,
             search_attributes=TypedSearchAttributes(attributes),
             static_summary=f"**{action}** run by {requestor or 'unknown'}",
             start_delay=delay,
+            priority=Priority(priority_key=priority) if priority else Priority.default,
         )
     return RunHandle(client, run_id)
+
+
+async def retry(
+    client: Client,
+    run_id: str,
+    *,
+    from_failed: bool = False,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    requestor: str | None = None,
+) -> RunHandle:
+    """Start a new run of the same action with the same args, linked to ``run_id``.
+
+    ``from_failed`` reuses the outputs of jobs that completed and were not rolled back, so the new
+    run starts at the jobs that did not finish.
+    """
+    old = RunHandle(client, run_id)
+    status = await old.status()
+    if status.state not in TERMINAL_RUN_STATES:
+        raise CommandRefused(f"the run is {status.state.value}: only a finished run can be retried")
+    original = await old.run_input()
+    reuse = (
+        {j.name: j.output for j in status.jobs if j.state == JobState.COMPLETED}
+        if from_failed
+        else {}
+    )
+    options = original.options.model_copy(
+        update={"retry_of": run_id, "reuse_outputs": reuse, "timeout": None}
+    )
+    timeout = original.options.timeout
+    return await submit(
+        client,
+        status.action,
+        original.args,
+        requestor=requestor or original.requestor,
+        task_queue=task_queue,
+        timeout=timedelta(seconds=timeout) if timeout else None,
+        options=options,
+    )
+
+
+class RunSummary(BaseModel):
+    """One run in ``list``."""
+
+    run_id: str
+    action: str
+    state: str | None
+    requestor: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    ui_url: str | None
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def list_runs(
+    client: Client,
+    *,
+    action: str | None = None,
+    state: str | None = None,
+    requestor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    page_token: bytes | None = None,
+) -> tuple[list[RunSummary], bytes | None]:
+    """Runs newest first, filtered; returns one page and the token of the next one (or None)."""
+    clauses = [f"{SEARCH_ATTRIBUTE_STATE} IS NOT NULL"]
+    if action:
+        clauses.append(f"WorkflowType = {_quote(action)}")
+    if state:
+        clauses.append(f"{SEARCH_ATTRIBUTE_STATE} = {_quote(state)}")
+    if requestor:
+        clauses.append(f"{SEARCH_ATTRIBUTE_REQUESTOR} = {_quote(requestor)}")
+    if since:
+        clauses.append(f"StartTime >= {_quote(since.astimezone(UTC).isoformat())}")
+    if until:
+        clauses.append(f"StartTime <= {_quote(until.astimezone(UTC).isoformat())}")
+    query = " AND ".join(clauses) + " ORDER BY StartTime DESC"
+    try:
+        pages = client.list_workflows(query, page_size=limit, next_page_token=page_token)
+        await pages.fetch_next_page()
+    except RPCError as err:
+        if "ORDER BY" not in str(err):
+            raise
+        # SQLite visibility orders by start time already and refuses an explicit ORDER BY.
+        query = query.removesuffix(" ORDER BY StartTime DESC")
+        pages = client.list_workflows(query, page_size=limit, next_page_token=page_token)
+        await pages.fetch_next_page()
+    runs = [
+        RunSummary(
+            run_id=w.id,
+            action=w.workflow_type,
+            state=w.typed_search_attributes.get(STATE_KEY),
+            requestor=w.typed_search_attributes.get(REQUESTOR_KEY),
+            started_at=w.start_time,
+            finished_at=w.close_time,
+            ui_url=ui_url(client, w.id),
+        )
+        for w in (pages.current_page or [])
+    ]
+    return runs, pages.next_page_token or None

@@ -134,24 +134,23 @@ def hooks() -> Action:
     )
 
 
-REGISTRY = Registry(
-    [
-        chain("test-chain5", 5),
-        chain("test-chain3", 3),
-        dag(),
-        continue_on_error(),
-        hooks(),
-        Action("test-fast-timeout", [_job("only", timeout="1s")], args=Script),
-        Action(
-            "test-slow-retry",
-            [
-                _job("j1"),
-                _job("j2", after=["j1"], retry=Retry(max_attempts=100, initial_interval="10m")),
-            ],
-            args=Script,
-            timeout="1h",
-        ),
-        chain("test-max-suspended", 2, max_suspended="30m"),
-        deploy_site,
-    ]
-)
+ACTIONS = [
+    chain("test-chain5", 5),
+    chain("test-chain3", 3),
+    dag(),
+    continue_on_error(),
+    hooks(),
+    Action("test-fast-timeout", [_job("only", timeout="1s")], args=Script),
+    Action(
+        "test-slow-retry",
+        [
+            _job("j1"),
+            _job("j2", after=["j1"], retry=Retry(max_attempts=100, initial_interval="10m")),
+        ],
+        args=Script,
+        timeout="1h",
+    ),
+    chain("test-max-suspended", 2, max_suspended="30m"),
+    deploy_site,
+]
+REGISTRY = Registry(ACTIONS)

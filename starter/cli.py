@@ -1,0 +1,762 @@
+"""The ``sternway`` command line.
+
+Exit codes: 0 ok · 1 the run ended FAILED, STOPPED or ROLLBACK_FAILED (``--wait``, ``watch``,
+``demo``) · 2 bad input · 3 run not found · 4 Temporal unreachable · 5 command refused in the run's
+current state. Errors are one or two plain lines on stderr; ``--json`` output is stable.
+
+Every command callback returns a coroutine that :func:`run` awaits, so tests can drive the CLI in
+their own event loop with a client of their own; :func:`main` runs it and leaves with ``os._exit``
+(the SDK can crash at interpreter exit after a client was used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import getpass
+import inspect
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
+
+from starter._render import print_json, progress_bar, run_summary, status_view
+from sternway._client import RunHandle, check_requestor, list_runs, retry, submit, ui_base
+from workflows._actions import Action, Registry
+from workflows.errors import (
+    ArgsError,
+    CommandRefused,
+    RunNotFound,
+    ServerUnreachable,
+    SpecError,
+    SternwayError,
+)
+from workflows.models import (
+    DEFAULT_TASK_QUEUE,
+    TERMINAL_RUN_STATES,
+    RunState,
+    RunStatus,
+    parse_duration,
+)
+
+__all__ = ["cli", "main", "run"]
+
+EXIT_CODES: dict[type[SternwayError], int] = {
+    SpecError: 2,
+    ArgsError: 2,
+    RunNotFound: 3,
+    ServerUnreachable: 4,
+    CommandRefused: 5,
+}
+CONNECT_TIMEOUT = 5.0
+POLL_EVERY = 0.5
+
+
+class Session:
+    """What every command shares: consoles, the registry and the (lazy) client."""
+
+    def __init__(self, client: Client | None = None) -> None:
+        self._client = client
+        self._registry: Registry | None = None
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    @property
+    def registry(self) -> Registry:
+        """The actions known here (the same the worker loads)."""
+        if self._registry is None:
+            from worker import load_registry
+
+            self._registry = load_registry()
+        return self._registry
+
+    @property
+    def task_queue(self) -> str:
+        """The task queue runs go to (``STERNWAY_TASK_QUEUE``, default ``sternway``)."""
+        return os.environ.get("STERNWAY_TASK_QUEUE", DEFAULT_TASK_QUEUE)
+
+    async def client(self, runtime: Runtime | None = None) -> Client:
+        """Connect once, from Temporal's environment configuration."""
+        if self._client is None:
+            self._client = await connect(runtime=runtime)
+        return self._client
+
+
+async def connect(*, runtime: Runtime | None = None, address: str | None = None) -> Client:
+    """A client from ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, profiles, TLS, API key)."""
+    try:
+        config = ClientConfig.load_client_connect_config()
+    except Exception as err:
+        raise ArgsError(f"the Temporal client configuration is invalid: {err}") from None
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", "localhost:7233")
+    target = config["target_host"]
+    try:
+        return await asyncio.wait_for(
+            Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime),
+            CONNECT_TIMEOUT,
+        )
+    except (TimeoutError, RuntimeError, RPCError) as err:
+        text = str(err)
+        if "ConnectionRefused" in text or "Connection refused" in text:
+            reason = "connection refused"
+        elif not text:
+            reason = f"no answer within {CONNECT_TIMEOUT:g}s"
+        else:
+            reason = text.splitlines()[0][:160]
+        raise ServerUnreachable(
+            f"cannot reach Temporal at {target}: {reason}\n"
+            "start one with `sternway dev`, or set TEMPORAL_ADDRESS"
+        ) from None
+
+
+def _exit_code(err: SternwayError) -> int:
+    for kind, code in EXIT_CODES.items():
+        if isinstance(err, kind):
+            return code
+    return 1
+
+
+async def run(argv: Sequence[str] | None = None, *, client: Client | None = None) -> int:
+    """Run the CLI on ``argv`` and return its exit code (never exits the process)."""
+    session = Session(client)
+    try:
+        result = cli.main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="sternway",
+            standalone_mode=False,
+            obj=session,
+        )
+        if inspect.isawaitable(result):
+            result = await result
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.UsageError as err:
+        err.show(file=sys.stderr)
+        return 2
+    except click.ClickException as err:
+        session.err.print(
+            f"error: {err.format_message()}", style="red", markup=False, soft_wrap=True
+        )
+        return 2
+    except click.Abort:
+        return 130
+    except SternwayError as err:
+        session.err.print(f"error: {err}", style="red", markup=False, soft_wrap=True)
+        return _exit_code(err)
+    except RPCError as err:
+        if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            session.err.print(
+                f"error: Temporal is unreachable: {err}", style="red", markup=False, soft_wrap=True
+            )
+            return 4
+        session.err.print(
+            f"error: Temporal refused the request: {err}", style="red", markup=False, soft_wrap=True
+        )
+        return 1
+
+
+def main(argv: Sequence[str] | None = None, *, client: Client | None = None) -> NoReturn:
+    """The ``sternway`` entry point: run, flush, and leave with ``os._exit``."""
+    code = asyncio.run(run(argv, client=client))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _command(fn: Callable[..., Awaitable[int | None]]) -> Callable[..., Awaitable[int | None]]:
+    """Give an async command the session as its first argument."""
+
+    @click.pass_obj
+    def wrapper(session: Session, *args: Any, **kwargs: Any) -> Awaitable[int | None]:
+        return fn(session, *args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Sternway: durable runbooks and sagas on Temporal."""
+
+
+# ----------------------------------------------------------------------------------- args
+
+
+def _schema_type(schema: dict[str, Any]) -> str:
+    if "type" in schema:
+        return str(schema["type"])
+    for option in schema.get("anyOf", []):
+        if option.get("type") not in (None, "null"):
+            return str(option["type"])
+    return "string"
+
+
+def _typed(key: str, value: str, schema: dict[str, Any]) -> Any:
+    kind = _schema_type(schema)
+    try:
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+        if kind == "boolean":
+            lowered = value.lower()
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+            raise ValueError(value)
+        if kind == "array":
+            if value.lstrip().startswith("["):
+                parsed = json.loads(value)
+                if not isinstance(parsed, list):
+                    raise ValueError(value)
+                return parsed
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if kind == "object":
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict):
+                raise ValueError(value)
+            return parsed
+    except ValueError:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ArgsError(f"--arg {key}={value!r}: {key} takes {article} {kind}") from None
+    return value
+
+
+def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> dict[str, Any]:
+    """Args from ``--args-file`` (JSON or YAML) and ``--arg k=v`` pairs, typed by the action."""
+    properties: dict[str, Any] = action.plan.args_schema.get("properties", {})
+    args: dict[str, Any] = {}
+    if args_file:
+        try:
+            loaded = yaml.safe_load(Path(args_file).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ArgsError(f"cannot read args file {args_file}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ArgsError(f"args file {args_file} must hold a JSON or YAML object")
+        args.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ArgsError(f"--arg {pair!r} is not of the form key=value")
+        if key not in properties:
+            known = ", ".join(properties) or "none"
+            raise ArgsError(f"unknown arg {key!r} for action {action.name!r} (args: {known})")
+        args[key] = _typed(key, value, properties[key])
+    unknown = [key for key in args if key not in properties]
+    if unknown:
+        known = ", ".join(properties) or "none"
+        raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
+    action.validate_args(args)
+    return args
+
+
+def _duration(value: str | None, option: str) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except ValueError as err:
+        raise ArgsError(f"{option}: {err}") from None
+
+
+def _time_arg(value: str | None, option: str) -> datetime | None:
+    """``--since 2h`` (that long ago) or an ISO 8601 time."""
+    if value is None:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ArgsError(f"{option}: {value!r} is neither a duration (2h) nor an ISO time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_command
+async def actions(session: Session, as_json: bool) -> int:
+    """List the registered actions and their args."""
+    listed = [
+        {"name": a.name, "description": a.description, "args": _args_of(a)}
+        for a in session.registry
+    ]
+    if as_json:
+        print_json(session.out, listed)
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for column in ("action", "args", "description"):
+        table.add_column(column, overflow="fold")
+    for item in listed:
+        args = ", ".join(
+            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a['default']!r}")
+            for a in item["args"]
+        )
+        table.add_row(item["name"], args, item["description"])
+    session.out.print(table)
+    return 0
+
+
+def _args_of(action: Action) -> list[dict[str, Any]]:
+    schema = action.plan.args_schema
+    required = set(schema.get("required", []))
+    return [
+        {
+            "name": name,
+            "type": _schema_type(prop),
+            "required": name in required,
+            "default": prop.get("default"),
+            "description": prop.get("description", ""),
+        }
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+@cli.command()
+@click.argument("action")
+@click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
+@click.option("--args-file", type=click.Path(), help="a JSON or YAML object of args")
+@_command
+async def validate(
+    session: Session, action: str, pairs: tuple[str, ...], args_file: str | None
+) -> int:
+    """Check an action and its args; start nothing."""
+    found = session.registry.get(action)
+    parse_args(found, pairs, args_file)
+    session.out.print(f"{found.name}: the action and its args are valid")
+    return 0
+
+
+@cli.command(name="submit")
+@click.argument("action")
+@click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
+@click.option("--args-file", type=click.Path(), help="a JSON or YAML object of args")
+@click.option("--id", "run_id", help="run id; submitting the same id again returns that run")
+@click.option("--requestor", help="who asks (default: your user name)")
+@click.option("--delay", help="start later, e.g. 30s")
+@click.option("--timeout", help="stop with rollback after this long, e.g. 1h")
+@click.option("--priority", type=click.IntRange(1, 5), help="1 (first) to 5 (last)")
+@click.option("--wait", is_flag=True, help="watch the run and exit 1 unless it completes")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_command
+async def submit_command(
+    session: Session,
+    action: str,
+    pairs: tuple[str, ...],
+    args_file: str | None,
+    run_id: str | None,
+    requestor: str | None,
+    delay: str | None,
+    timeout: str | None,
+    priority: int | None,
+    wait: bool,
+    as_json: bool,
+) -> int:
+    """Start a run of ACTION."""
+    found = session.registry.get(action)
+    args = parse_args(found, pairs, args_file)
+    requestor = check_requestor(requestor or getpass.getuser())
+    start_delay = _duration(delay, "--delay")
+    run_timeout = _duration(timeout, "--timeout")
+    client = await session.client()
+    handle = await submit(
+        client,
+        found.name,
+        args,
+        run_id=run_id,
+        requestor=requestor,
+        task_queue=session.task_queue,
+        timeout=run_timeout,
+        delay=start_delay,
+        priority=priority,
+        registry=session.registry,
+    )
+    if wait:
+        return await _watch(session, handle, as_json=as_json)
+    status = await handle.status()
+    if as_json:
+        print_json(
+            session.out,
+            {
+                "run_id": handle.run_id,
+                "action": found.name,
+                "state": status.state.value,
+                "ui_url": handle.ui_url,
+            },
+        )
+    else:
+        session.out.print(run_summary(status))
+        if handle.ui_url:
+            session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+    return 0
+
+
+async def _status_with_details(handle: RunHandle) -> RunStatus:
+    status = await handle.status()
+    if status.state not in TERMINAL_RUN_STATES:
+        details = await handle.live_details()
+        for job in status.jobs:
+            if job.name in details and job.state in ("RUNNING", "ROLLING_BACK"):
+                job.detail = details[job.name]
+    return status
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="print the status JSON")
+@_command
+async def status(session: Session, run_id: str, as_json: bool) -> int:
+    """Show a run: its state, its jobs and their live detail."""
+    handle = RunHandle(await session.client(), run_id)
+    current = await _status_with_details(handle)
+    if as_json:
+        print_json(session.out, current.model_dump(mode="json"))
+    else:
+        session.out.print(status_view(current))
+    return 0
+
+
+async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) -> int:
+    """Follow a run to a terminal state; 0 if it completed, 1 otherwise."""
+    current = await _status_with_details(handle)
+    if session.out.is_terminal and not as_json:
+        bar = progress_bar(session.out)
+        task = bar.add_task(handle.run_id, total=current.progress.total or 1, state="")
+        with Live(Group(bar, status_view(current)), console=session.out, transient=True) as live:
+            while current.state not in TERMINAL_RUN_STATES:
+                await asyncio.sleep(POLL_EVERY)
+                current = await _status_with_details(handle)
+                bar.update(
+                    task,
+                    total=current.progress.total or 1,
+                    completed=current.progress.done,
+                    state=current.state.value,
+                )
+                live.update(Group(bar, status_view(current)))
+    else:
+        current = await handle.wait()
+    if as_json:
+        print_json(session.out, current.model_dump(mode="json"))
+    else:
+        session.out.print(status_view(current))
+    return 0 if current.state == RunState.COMPLETED else 1
+
+
+@cli.command()
+@click.argument("run_id")
+@_command
+async def watch(session: Session, run_id: str) -> int:
+    """Follow a run live until it ends; exit 1 unless it completes."""
+    handle = RunHandle(await session.client(), run_id)
+    await handle.status()
+    return await _watch(session, handle)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--job", help="only this job")
+@_command
+async def logs(session: Session, run_id: str, job: str | None) -> int:
+    """Show every attempt of every job (and rollback): times, exit codes, output tails, errors."""
+    current = await RunHandle(await session.client(), run_id).status()
+    jobs = [j for j in current.jobs if job is None or j.name == job]
+    if job is not None and not jobs:
+        raise ArgsError(f"run {run_id!r} has no job {job!r}")
+    for item in jobs:
+        entries = [("execute", e) for e in item.log]
+        if item.rollback is not None:
+            entries += [("rollback", e) for e in item.rollback.log]
+        for phase, entry in entries:
+            took = (
+                f" {(entry.finished_at - entry.started_at).total_seconds():.1f}s"
+                if entry.finished_at
+                else ""
+            )
+            head = f"{item.name} {phase} attempt {entry.attempt}: {entry.state.value}{took}"
+            session.out.print(head, style="bold", markup=False)
+            if entry.exit_code is not None:
+                session.out.print(f"  exit code {entry.exit_code}", markup=False)
+            for label, tail in (("stdout", entry.stdout_tail), ("stderr", entry.stderr_tail)):
+                if tail:
+                    session.out.print(f"  {label}:", markup=False)
+                    session.out.print("    " + tail.rstrip().replace("\n", "\n    "), markup=False)
+            if entry.error is not None:
+                session.out.print(
+                    f"  {entry.error.reason.value} {entry.error.type}: {entry.error.message}",
+                    markup=False,
+                )
+    return 0
+
+
+async def _report(session: Session, handle: RunHandle, message: str) -> int:
+    current = await handle.status()
+    session.out.print(f"{handle.run_id}: {message}; the run is {current.state.value}", markup=False)
+    if handle.ui_url:
+        session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+    return 0
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--no-rollback", is_flag=True, help="leave completed work in place")
+@click.option("--reason", default="", help="why, kept in the run's status")
+@_command
+async def stop(session: Session, run_id: str, no_rollback: bool, reason: str) -> int:
+    """Stop a run: cancel running jobs, then roll back (unless --no-rollback)."""
+    handle = RunHandle(await session.client(), run_id)
+    result = await handle.stop(rollback=not no_rollback, reason=reason)
+    return await _report(session, handle, result.message)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--now", is_flag=True, help="also cancel running jobs (they re-run on resume)")
+@_command
+async def suspend(session: Session, run_id: str, now: bool) -> int:
+    """Suspend a run: start no new jobs until resumed."""
+    handle = RunHandle(await session.client(), run_id)
+    result = await handle.suspend(now=now)
+    return await _report(session, handle, result.message)
+
+
+@cli.command()
+@click.argument("run_id")
+@_command
+async def resume(session: Session, run_id: str) -> int:
+    """Resume a suspended run."""
+    handle = RunHandle(await session.client(), run_id)
+    result = await handle.resume()
+    return await _report(session, handle, result.message)
+
+
+@cli.command(name="retry")
+@click.argument("run_id")
+@click.option("--from-failed", is_flag=True, help="reuse outputs of jobs that completed")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_command
+async def retry_command(session: Session, run_id: str, from_failed: bool, as_json: bool) -> int:
+    """Start a new run with the same action and args, linked to RUN_ID."""
+    client = await session.client()
+    handle = await retry(client, run_id, from_failed=from_failed, task_queue=session.task_queue)
+    current = await handle.status()
+    if as_json:
+        print_json(
+            session.out,
+            {
+                "run_id": handle.run_id,
+                "action": current.action,
+                "state": current.state.value,
+                "ui_url": handle.ui_url,
+                "retry_of": run_id,
+            },
+        )
+    else:
+        session.out.print(f"{handle.run_id}: retry of {run_id}", markup=False)
+        if handle.ui_url:
+            session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+    return 0
+
+
+@cli.command(name="list")
+@click.option("--action", help="only runs of this action")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in RunState], case_sensitive=False),
+    help="only runs in this state",
+)
+@click.option("--requestor", help="only runs submitted by this requestor")
+@click.option("--since", help="started at or after: 2h (ago) or an ISO time")
+@click.option("--until", help="started at or before: 30m (ago) or an ISO time")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--page-token", help="next_page_token of an earlier --json answer")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_command
+async def list_command(
+    session: Session,
+    action: str | None,
+    state: str | None,
+    requestor: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    page_token: str | None,
+    as_json: bool,
+) -> int:
+    """List runs, newest first."""
+    token = None
+    if page_token:
+        try:
+            token = base64.urlsafe_b64decode(page_token.encode())
+        except ValueError:
+            raise ArgsError("--page-token is not a token from an earlier answer") from None
+    runs, next_token = await list_runs(
+        await session.client(),
+        action=action,
+        state=state.upper() if state else None,
+        requestor=requestor,
+        since=_time_arg(since, "--since"),
+        until=_time_arg(until, "--until"),
+        limit=limit,
+        page_token=token,
+    )
+    encoded = base64.urlsafe_b64encode(next_token).decode() if next_token else None
+    if as_json:
+        print_json(
+            session.out,
+            {"runs": [r.model_dump(mode="json") for r in runs], "next_page_token": encoded},
+        )
+        return 0
+    from rich.table import Table
+
+    from starter._render import STATE_STYLES
+
+    table = Table(box=None, header_style="bold")
+    for column in ("run", "action", "state", "requestor", "started", "finished"):
+        table.add_column(column, overflow="fold")
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            r.action,
+            f"[{STATE_STYLES.get(r.state or '', '')}]{r.state}[/]",
+            r.requestor or "",
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "",
+            r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "",
+        )
+    session.out.print(table)
+    base = ui_base(await session.client())
+    if base:
+        session.out.print(
+            f"Web UI: {base}/namespaces/{(await session.client()).namespace}/workflows"
+        )
+    if encoded:
+        session.out.print(f"more: --page-token {encoded}")
+    return 0
+
+
+@cli.command()
+@_command
+async def version(session: Session) -> int:
+    """Print the versions of Sternway and the Temporal SDK."""
+    from importlib.metadata import version as installed
+
+    session.out.print(
+        f"sternway {installed('sternway')} (temporalio {installed('temporalio')})", markup=False
+    )
+    return 0
+
+
+@cli.command()
+@click.option("--task-queue", default=None, help="default: STERNWAY_TASK_QUEUE or sternway")
+@click.option("--concurrency", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="serve Prometheus metrics")
+@click.option("--grace", default="30s", show_default=True, help="time running jobs get at shutdown")
+@_command
+async def worker(
+    session: Session, task_queue: str | None, concurrency: int, metrics_port: int | None, grace: str
+) -> int:
+    """Run a worker until SIGINT or SIGTERM."""
+    from worker import configure_logging, metrics_runtime, run_worker
+
+    configure_logging()
+    grace_period = _duration(grace, "--grace") or timedelta(0)
+    runtime = metrics_runtime(metrics_port) if metrics_port else None
+    client = await session.client(runtime=runtime)
+    await run_worker(
+        client,
+        session.registry,
+        task_queue=task_queue or session.task_queue,
+        concurrency=concurrency,
+        grace=grace_period,
+    )
+    return 0
+
+
+@cli.command()
+@click.option("--db", default=".sternway/temporal.db", show_default=True, type=click.Path())
+@click.option("--port", default=7233, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
+@_command
+async def dev(session: Session, db: str, port: int, ui_port: int) -> int:
+    """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
+    from starter._dev import DevServer, register_search_attributes
+    from worker import configure_logging, run_worker
+
+    configure_logging()
+    server = await DevServer.ensure(db=Path(db), port=port, ui_port=ui_port)
+    try:
+        client = await connect(address=server.address)
+        await register_search_attributes(client)
+        session.err.print(
+            f"Temporal at {server.address} ({'started' if server.process else 'already running'}), "
+            f"Web UI at {server.ui_url}, task queue {session.task_queue}",
+            markup=False,
+        )
+        await run_worker(client, session.registry, task_queue=session.task_queue)
+    finally:
+        server.stop()
+    return 0
+
+
+@cli.command()
+@click.option("--db", default=".sternway/temporal.db", show_default=True, type=click.Path())
+@click.option("--port", default=7233, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
+@_command
+async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
+    """One sample run end to end: dev server, worker, a deploy-site run watched live."""
+    from starter._dev import DevServer, register_search_attributes
+    from worker import configure_logging, create_worker
+
+    configure_logging(level=40)  # errors only: the progress view is the demo's output
+    server = await DevServer.ensure(db=Path(db), port=port, ui_port=ui_port)
+    try:
+        client = await connect(address=server.address)
+        await register_search_attributes(client)
+        session._client = client
+        site = Path(db).parent / "demo-site"
+        release = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S")
+        session.out.print(
+            f"Temporal dev server at {server.address}, Web UI at {server.ui_url}\n"
+            f"Deploying release {release} of a static site into {site} ...",
+            markup=False,
+        )
+        queue = f"{session.task_queue}-demo"
+        async with create_worker(client, session.registry, task_queue=queue):
+            handle = await submit(
+                client,
+                "deploy-site",
+                {"root": str(site.resolve()), "release": release, "pause": 0.7},
+                requestor=check_requestor(getpass.getuser()),
+                task_queue=queue,
+                registry=session.registry,
+            )
+            code = await _watch(session, handle)
+        session.out.print(f"Site: {site / 'current' / 'index.html'}", markup=False)
+        return code
+    finally:
+        server.stop()
