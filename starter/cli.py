@@ -147,7 +147,13 @@ async def run(argv: Sequence[str] | None = None, *, client: Client | None = None
     except click.exceptions.Exit as err:
         return err.exit_code
     except click.UsageError as err:
-        err.show(file=sys.stderr)
+        command = err.ctx.command_path if err.ctx else "sternway"
+        session.err.print(
+            f"error: {err.format_message()}\nsee: {command} --help",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
         return 2
     except click.ClickException as err:
         session.err.print(
@@ -738,6 +744,7 @@ async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
         client = await connect(address=server.address)
         await register_search_attributes(client)
         session._client = client
+        os.environ["STERNWAY_UI_URL"] = server.ui_url
         site = Path(db).parent / "demo-site"
         release = datetime.now(UTC).strftime("r%Y%m%d-%H%M%S")
         session.out.print(

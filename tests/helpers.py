@@ -18,8 +18,11 @@ async def wait_for(
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         status = await handle.status()
-        if predicate(status):
-            return status
+        try:
+            if predicate(status):
+                return status
+        except KeyError:  # the run has not resolved its jobs yet
+            pass
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached; last status: {status.model_dump_json()}")
         await asyncio.sleep(0.1)

@@ -1,0 +1,134 @@
+"""The worker process (SIGTERM grace, metrics), ``sternway dev`` and ``sternway demo`` for real."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from starter._dev import port_open
+from sternway import RunHandle, submit
+from tests.cli import BIN, REPO, cli_env, sternway
+from tests.helpers import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def spawn(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        str(BIN / "sternway"),
+        *args,
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+def http_get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode(errors="replace")
+
+
+async def until_http(url: str, timeout: float = 60.0) -> str:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            status, body = await asyncio.to_thread(http_get, url)
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{url} never answered")
+        await asyncio.sleep(0.2)
+
+
+async def test_sigterm_lets_the_running_job_finish_then_a_new_worker_completes_the_run(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    env = cli_env(address, task_queue)
+    metrics = free_port()
+    first = await spawn(env, "worker", "--grace", "30s", "--metrics-port", str(metrics))
+    body = await until_http(f"http://127.0.0.1:{metrics}/metrics")
+    handle = await submit(
+        dev_env.client, "test-chain3", {"sleep": {"j2": 3}}, task_queue=task_queue
+    )
+    await wait_for(handle, lambda s: s.job("j2").state == "RUNNING")
+    await asyncio.sleep(0.5)  # j2 is inside its three seconds of work
+    body = await until_http(f"http://127.0.0.1:{metrics}/metrics")
+    first.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(first.communicate(), 30)
+    assert first.returncode == 0, err.decode()
+    assert "worker stopping" in err.decode()
+    # No worker now, so no query: the history shows j2 finished and the run is still open.
+    workflow = dev_env.client.get_workflow_handle(handle.run_id)
+    completed = [
+        e
+        async for e in workflow.fetch_history_events()
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    assert len(completed) == 2  # j1 and j2
+    assert (await workflow.describe()).status == WorkflowExecutionStatus.RUNNING
+    assert "temporal_" in body and "task_queue" in body
+
+    second = await spawn(env, "worker")
+    try:
+        status = await asyncio.wait_for(handle.wait(), 60)
+    finally:
+        second.send_signal(signal.SIGINT)
+        await asyncio.wait_for(second.communicate(), 30)
+    assert status.state == "COMPLETED"
+    assert [status.job(j).attempts for j in ("j1", "j2", "j3")] == [1, 1, 1]
+    assert second.returncode == 0
+
+
+async def test_demo_runs_a_sample_action_to_completion(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    env = cli_env(f"localhost:{port}", "unused")
+    result = await sternway(
+        env, "demo", "--db", str(tmp_path / "t.db"), "--port", str(port), "--ui-port", str(ui_port),
+        timeout=120,
+    )  # fmt: skip
+    assert result.code == 0, result.out + result.err
+    assert "COMPLETED" in result.out
+    assert (
+        f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/deploy-site-"
+        in result.out
+    )
+    assert (tmp_path / "demo-site" / "current").is_symlink()
+    assert not port_open("127.0.0.1", port)  # the demo stopped the server it started
+
+
+async def test_dev_serves_the_web_ui_and_runs_actions_until_ctrl_c(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    env = cli_env(f"localhost:{port}", "sternway")
+    dev = await spawn(
+        env, "dev", "--db", str(tmp_path / "dev.db"), "--port", str(port), "--ui-port", str(ui_port)
+    )
+    try:
+        page = await until_http(f"http://127.0.0.1:{ui_port}/")
+        assert "<html" in page.lower()
+        client = await Client.connect(f"localhost:{port}", data_converter=pydantic_data_converter)
+        handle = await submit(
+            client, "deploy-site", {"root": str(tmp_path / "site"), "release": "v1"}
+        )
+        status = await asyncio.wait_for(RunHandle(client, handle.run_id).wait(), 60)
+        assert status.state == "COMPLETED"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(dev.communicate(), 30)
+    assert dev.returncode == 0, err.decode()
+    assert f"Web UI at http://localhost:{ui_port}" in err.decode()
+    assert not port_open("127.0.0.1", port)
