@@ -30,6 +30,7 @@ from workflows.models import (
     ACTIVITY_ROLLBACK,
     MAX_OUTPUT_BYTES,
     AttemptReport,
+    CallSpec,
     ErrorInfo,
     JobInput,
     JobResult,
@@ -51,6 +52,8 @@ _HEARTBEAT_EVERY = 1.0
 class _Context:
     """What job and rollback contexts share: identity, args, heartbeats and the log."""
 
+    _phase = "execute"
+
     def __init__(self, *, run_id: str, action: str, job: str, attempt: int, args: Any) -> None:
         self.run_id = run_id
         self.action = action
@@ -65,7 +68,7 @@ class _Context:
     @property
     def idempotency_key(self) -> str:
         """Stable for one attempt of one job of one run, also when Temporal re-delivers it."""
-        return f"{self.run_id}/{self.job}/{self.attempt}"
+        return f"{self.run_id}/{self.job}/{self._phase}/{self.attempt}"
 
     def report(self, detail: str) -> None:
         """Set the job's live detail line (shown by ``sternway status``) and heartbeat it."""
@@ -142,7 +145,10 @@ class JobContext(_Context):
 
 class RollbackContext(_Context):
     """What a rollback function receives: the job's ``args``, ``output`` (if it completed),
-    ``error`` (if it failed) and ``rollback_data`` (if execute saved any)."""
+    ``error`` (if it failed), ``rollback_data`` (if execute saved any) and ``input`` (the
+    rollback's own ``with`` parameters, for built-in kinds)."""
+
+    _phase = "rollback"
 
     def __init__(
         self,
@@ -157,8 +163,10 @@ class RollbackContext(_Context):
         error: ErrorInfo | None,
         rollback_data: Any,
         has_rollback_data: bool,
+        input: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(run_id=run_id, action=action, job=job, attempt=attempt, args=args)
+        self.input = input or {}
         self.output = output
         self.completed = completed
         self.error = error
@@ -214,6 +222,7 @@ def _failure(ctx: _Context, err: BaseException) -> ApplicationError:
             str(err), report.model_dump(mode="json"), type=type_, non_retryable=True
         )
     if isinstance(err, JobError):
+        report.reason = Reason(err.reason)
         return ApplicationError(
             err.message,
             report.model_dump(mode="json"),
@@ -294,7 +303,7 @@ class JobActivities:
                     replaced = await _call(self.registry.function(ref), ctx)
                     if replaced is not None:
                         ctx.input = replaced
-                output = await _call(self.registry.function(_ref(inp.call.ref)), ctx)
+                output = await _call(self._runner(inp.call), ctx)
                 for ref in inp.post:
                     output = await _call(self.registry.function(ref), ctx, output)
                 _check_output(inp.job, output)
@@ -320,11 +329,12 @@ class JobActivities:
             error=inp.error,
             rollback_data=inp.rollback_data,
             has_rollback_data=inp.has_rollback_data,
+            input=dict(inp.call.with_),
         )
         try:
             async with _heartbeating(ctx):
                 ctx.args = self._args(inp.action, inp.args)
-                await _call(self.registry.function(_ref(inp.call.ref)), ctx)
+                await _call(self._runner(inp.call), ctx)
         except BaseException as err:
             if not isinstance(err, Exception | asyncio.CancelledError):
                 raise
@@ -335,14 +345,19 @@ class JobActivities:
             raise failure from None
         return True
 
+    def _runner(self, call: CallSpec) -> Callable[..., Any]:
+        """The function that runs ``call``: a registered Python function or a built-in kind."""
+        from activities._kinds import KINDS
+
+        if call.kind == "python" and call.ref is not None:
+            return self.registry.function(call.ref)
+        try:
+            return KINDS[call.kind]
+        except KeyError:
+            raise SpecError(f"job kind {call.kind!r} does not run in an activity") from None
+
     def _args(self, action: str, args: dict[str, Any]) -> Any:
         try:
             return self.registry.get(action).parse_args(args)
         except pydantic.ValidationError as err:
             raise ArgsError(f"invalid args for {action!r}: {err.errors()[0]['msg']}") from None
-
-
-def _ref(ref: str | None) -> str:
-    if ref is None:
-        raise SpecError("the job names no function to call")
-    return ref

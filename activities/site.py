@@ -50,8 +50,10 @@ def build(ctx: JobContext) -> dict[str, Any]:
     """Render the release into ``releases/<release>``."""
     args: DeploySiteArgs = ctx.args
     target = _root(ctx) / "releases" / args.release
-    # Saved before touching anything: a build that dies half-way is still cleaned up.
-    ctx.save_rollback_data({"path": str(target), "existed": target.exists()})
+    # Saved before touching anything, so a build that dies half-way is still cleaned up; a
+    # later attempt keeps what the first one saw.
+    if ctx.rollback_data is None:
+        ctx.save_rollback_data({"path": str(target), "existed": target.exists()})
     target.mkdir(parents=True, exist_ok=True)
     ctx.report(f"rendering {target}")
     time.sleep(args.pause)

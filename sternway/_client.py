@@ -251,9 +251,9 @@ async def submit(
     ``run_id`` submitting twice returns the same run.
     """
     args = dict(args or {})
-    masked = args
-    if registry is not None:
-        masked = registry.resolve(action, args).masked_args
+    # Without the registry secrets cannot be told apart: the workflow then writes the masked
+    # args into the memo itself once it has validated them.
+    masked = registry.resolve(action, args).masked_args if registry is not None else None
     if run_id is not None:
         check_run_id(run_id)
     if requestor is not None:
@@ -265,7 +265,9 @@ async def submit(
     options = (options or RunOptions()).model_copy(
         update={"timeout": timeout.total_seconds() if timeout else None}
     )
-    memo: dict[str, Any] = {"args": masked, "requestor": requestor}
+    memo: dict[str, Any] = {"requestor": requestor}
+    if masked is not None:
+        memo["args"] = masked
     if options.retry_of:
         memo["retry_of"] = options.retry_of
     # REJECT_DUPLICATE: the same id ran before, and idempotent submit returns that run.
@@ -303,6 +305,10 @@ async def retry(
     status = await old.status()
     if status.state not in TERMINAL_RUN_STATES:
         raise CommandRefused(f"the run is {status.state.value}: only a finished run can be retried")
+    if from_failed and any(j.rollback is not None for j in status.jobs):
+        raise CommandRefused(
+            "the run was rolled back, so no output can be reused: retry it without --from-failed"
+        )
     original = await old.run_input()
     reuse = (
         {j.name: j.output for j in status.jobs if j.state == JobState.COMPLETED}

@@ -134,6 +134,8 @@ class Action:
         max_suspended: DurationLike | None = None,
     ) -> None:
         self.args_model = args
+        self.static: dict[str, Any] = {}
+        self.source: str | None = None
         self.jobs = list(jobs)
         try:
             self.plan = Plan(
@@ -147,6 +149,27 @@ class Action:
         except (pydantic.ValidationError, ValueError) as err:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
 
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Plan,
+        *,
+        args_model: type[BaseModel] | None = None,
+        static: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> Action:
+        """An action made from a plan (YAML runbooks) that calls built-in job kinds.
+
+        ``static`` args are fixed by the definition; ``source`` names the file it came from.
+        """
+        action = cls.__new__(cls)
+        action.args_model = args_model
+        action.static = dict(static or {})
+        action.source = source
+        action.jobs = []
+        action.plan = plan
+        return action
+
     @property
     def name(self) -> str:
         """The action's name, which is also its Temporal workflow type."""
@@ -159,16 +182,19 @@ class Action:
 
     def validate_args(self, raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Validated args as JSON, and the same with secrets masked. Raises :class:`ArgsError`."""
+        fixed = [key for key in raw if key in self.static]
+        if fixed:
+            raise ArgsError(f"arg {fixed[0]!r} of {self.name!r} is static: it cannot be set")
         if self.args_model is None:
             if raw:
                 raise ArgsError(f"action {self.name!r} takes no args, got: {', '.join(raw)}")
-            return {}, {}
+            return dict(self.static), dict(self.static)
         try:
             model = self.args_model.model_validate(dict(raw))
         except pydantic.ValidationError as err:
             raise ArgsError(f"invalid args for {self.name!r}: {_first_error(err)}") from None
-        masked = model.model_dump(mode="json")
-        revealed = to_jsonable_python(_reveal(model.model_dump(mode="python")))
+        masked = {**model.model_dump(mode="json"), **self.static}
+        revealed = {**to_jsonable_python(_reveal(model.model_dump(mode="python"))), **self.static}
         return revealed, masked
 
     def parse_args(self, data: Mapping[str, Any]) -> Any:

@@ -25,6 +25,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    TimeoutType,
 )
 from temporalio.exceptions import (
     TimeoutError as TemporalTimeoutError,
@@ -70,10 +71,27 @@ STATE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE)
 REQUESTOR_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_REQUESTOR)
 
 _NO_RETRY = RetryPolicy(maximum_attempts=1)
+# Attempts lost to a dead or stopping worker are re-run on another one, this many times at most.
+_INFRA_RETRIES = 20
+_INFRA_WAIT = timedelta(seconds=1)
 _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
 
 
-def _classify(err: ActivityError) -> tuple[ErrorInfo, AttemptReport, bool]:
+class _Failure:
+    """A failed attempt: its error, its report, and how it may be retried."""
+
+    def __init__(
+        self, error: ErrorInfo, report: AttemptReport, retryable: bool, infra: bool = False
+    ) -> None:
+        self.error = error
+        self.report = report
+        self.retryable = retryable
+        # The worker died or shut down under the attempt: not the job's fault, so it does not
+        # count against the job's retry policy.
+        self.infra = infra
+
+
+def _classify(err: ActivityError) -> _Failure:
     """Reason, type and message of a failed attempt, its report, and whether it may be retried."""
     cause = err.cause
     if isinstance(cause, TemporalTimeoutError):
@@ -84,10 +102,10 @@ def _classify(err: ActivityError) -> tuple[ErrorInfo, AttemptReport, bool]:
             report.has_rollback_data = bool(beat.get("has_rollback_data"))
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
         info = ErrorInfo(reason=Reason.TIMEOUT, type="Timeout", message=f"{kind} timeout")
-        return info, report, True
+        return _Failure(info, report, True, infra=cause.type == TimeoutType.HEARTBEAT)
     if isinstance(cause, CancelledError):
         info = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
-        return info, AttemptReport(reason=Reason.CANCELLED), False
+        return _Failure(info, AttemptReport(reason=Reason.CANCELLED), False)
     if isinstance(cause, ApplicationError):
         report = AttemptReport()
         if cause.details and isinstance(cause.details[0], dict):
@@ -98,9 +116,9 @@ def _classify(err: ActivityError) -> tuple[ErrorInfo, AttemptReport, bool]:
         info = ErrorInfo(
             reason=report.reason, type=cause.type or "ApplicationError", message=cause.message
         )
-        return info, report, not cause.non_retryable
+        return _Failure(info, report, not cause.non_retryable, infra=cause.type == "WorkerShutdown")
     message = str(cause) if cause is not None else str(err)
-    return ErrorInfo(type=type(cause).__name__, message=message), AttemptReport(), True
+    return _Failure(ErrorInfo(type=type(cause).__name__, message=message), AttemptReport(), True)
 
 
 @workflow.defn(dynamic=True)
@@ -186,7 +204,7 @@ class ActionWorkflow:
         if "args" not in workflow.memo():
             workflow.upsert_memo({"args": resolved.masked_args, "requestor": inp.requestor})
         self._status.started_at = workflow.now()
-        self._set_state(RunState.RUNNING)
+        self._set_state(RunState.SUSPENDED if self._suspended else RunState.RUNNING)
         timeout = inp.options.timeout if inp.options.timeout is not None else plan.timeout
         if timeout is not None:
             self._timer(
@@ -266,6 +284,7 @@ class ActionWorkflow:
     async def _run_job(self, spec: JobSpec) -> None:
         job = self._jobs[spec.name]
         failures = 0
+        infra_failures = 0
         try:
             while True:
                 if self._suspended and not self._halting():
@@ -277,7 +296,11 @@ class ActionWorkflow:
                 outcome = await self._attempt(spec, job)
                 if outcome is None:
                     return
-                error, retryable = outcome
+                error, retryable = outcome.error, outcome.retryable
+                if outcome.infra and infra_failures < _INFRA_RETRIES and not self._halting():
+                    infra_failures += 1
+                    await workflow.sleep(_INFRA_WAIT)
+                    continue
                 if error.reason == Reason.CANCELLED and spec.name in self._suspend_cancelled:
                     # Suspended with --now: the job runs again from scratch on resume.
                     self._suspend_cancelled.discard(spec.name)
@@ -303,7 +326,7 @@ class ActionWorkflow:
             self._tasks.pop(spec.name, None)
             self._changed = True
 
-    async def _attempt(self, spec: JobSpec, job: JobStatus) -> tuple[ErrorInfo, bool] | None:
+    async def _attempt(self, spec: JobSpec, job: JobStatus) -> _Failure | None:
         """One attempt of a job; None when it completed, else its error and retryability."""
         action = self._status.action
         job.attempts += 1
@@ -345,16 +368,13 @@ class ActionWorkflow:
         try:
             result = await handle
         except ActivityError as err:
-            error, report, retryable = _classify(err)
-            self._keep_rollback_data(spec.name, report)
-            self._log_attempt(
-                entry,
-                report,
-                JobState.CANCELLED if error.reason == Reason.CANCELLED else JobState.FAILED,
-                error,
-            )
-            job.error = error
-            return error, retryable
+            failure = _classify(err)
+            self._keep_rollback_data(spec.name, failure.report)
+            cancelled = failure.error.reason == Reason.CANCELLED
+            state = JobState.CANCELLED if cancelled else JobState.FAILED
+            self._log_attempt(entry, failure.report, state, failure.error)
+            job.error = failure.error
+            return failure
         finally:
             self._handles.pop(spec.name, None)
         self._suspend_cancelled.discard(spec.name)
@@ -420,6 +440,7 @@ class ActionWorkflow:
         job.state = JobState.ROLLING_BACK
         data, has_data = self._rollback_data.get(spec.name, (None, False))
         failures = 0
+        infra_failures = 0
         while True:
             rollback.attempts += 1
             entry = AttemptLog(attempt=rollback.attempts, started_at=workflow.now())
@@ -449,11 +470,15 @@ class ActionWorkflow:
                     + (f" (attempt {rollback.attempts})" if rollback.attempts > 1 else ""),
                 )
             except ActivityError as err:
-                error, report, retryable = _classify(err)
-                self._log_attempt(entry, report, JobState.FAILED, error)
-                rollback.error = error
+                failure = _classify(err)
+                self._log_attempt(entry, failure.report, JobState.FAILED, failure.error)
+                rollback.error = failure.error
+                if failure.infra and infra_failures < _INFRA_RETRIES:
+                    infra_failures += 1
+                    await workflow.sleep(_INFRA_WAIT)
+                    continue
                 failures += 1
-                if self._may_retry(spec.rollback_retry, error, retryable, failures):
+                if self._may_retry(spec.rollback_retry, failure.error, failure.retryable, failures):
                     await workflow.sleep(spec.rollback_retry.delay_before(failures))
                     continue
                 rollback.state = JobState.ROLLBACK_FAILED

@@ -47,21 +47,30 @@ class JobError(SternwayError):
     """Raised inside a job to fail the current attempt with a clear message.
 
     ``type`` names the error for retry policies (``non_retryable_error_types``) and status;
-    ``non_retryable=True`` ends the job's retries at once.
+    ``non_retryable=True`` ends the job's retries at once; ``reason`` is one of ``timeout``,
+    ``bad_exit``, ``cancelled``, ``rejected`` or ``error`` (the default).
     """
 
-    def __init__(self, message: str, *, type: str | None = None, non_retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str | None = None,
+        non_retryable: bool = False,
+        reason: str = "error",
+    ):
         super().__init__(message)
         self.message = message
         self.type = type or self.__class__.__name__
         self.non_retryable = non_retryable
+        self.reason = reason
 
 
 class JobRejected(JobError):
     """The job's input was rejected: never retried, reported with reason ``rejected``."""
 
     def __init__(self, message: str, *, type: str | None = None):
-        super().__init__(message, type=type or "JobRejected", non_retryable=True)
+        super().__init__(message, type=type or "JobRejected", non_retryable=True, reason="rejected")
 
 
 class ClientError(SternwayError):

@@ -18,19 +18,24 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 __all__ = [
     "ACTIVITY_EXECUTE",
+    "ACTIVITY_KINDS",
     "ACTIVITY_RESOLVE",
     "ACTIVITY_ROLLBACK",
     "DEFAULT_TASK_QUEUE",
+    "JOB_KINDS",
     "MAX_OUTPUT_BYTES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
     "TERMINAL_RUN_STATES",
+    "WORKFLOW_KINDS",
     "AttemptLog",
     "AttemptReport",
     "CallSpec",
     "CommandResult",
     "Duration",
+    "EachSpec",
     "ErrorInfo",
+    "GroupRetrySpec",
     "JobInput",
     "JobResult",
     "JobSpec",
@@ -162,12 +167,37 @@ class RetrySpec(_Model):
         return min(delay, self.max_interval) if self.max_interval is not None else delay
 
 
+# Kinds run by the execute/rollback activities, and kinds the workflow itself carries out.
+ACTIVITY_KINDS = ("python", "shell", "http", "noop", "fail")
+WORKFLOW_KINDS = ("sleep", "approval")
+JOB_KINDS = ACTIVITY_KINDS + WORKFLOW_KINDS
+
+
 class CallSpec(_Model):
-    """What an activity calls: a job kind and its parameters (``ref`` names a Python function)."""
+    """What a job or rollback runs: a job kind and its parameters.
+
+    ``ref`` names a Python function registered by a Python action (kind ``python``); ``with``
+    holds the kind's parameters, where strings may carry ``${{ }}`` expressions.
+    """
 
     kind: str = "python"
     ref: str | None = None
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class EachSpec(_Model):
+    """Fan a job or group out over a list, at most ``concurrency`` items at a time."""
+
+    items: Any
+    as_: str = Field(default="item", alias="as")
+    concurrency: int = Field(default=1, ge=1)
+
+
+class GroupRetrySpec(_Model):
+    """Retry of a group: undo its started jobs and run it again from its first job."""
+
+    attempts: int = Field(default=1, ge=1)
+    wait: Duration = 0.0
 
 
 class JobSpec(_Model):
@@ -175,10 +205,14 @@ class JobSpec(_Model):
 
     name: str
     description: str = ""
-    execute: CallSpec
+    execute: CallSpec | None = None
+    jobs: list[JobSpec] | None = None
     rollback: CallSpec | None = None
     after: list[str] = Field(default_factory=list)
+    each: EachSpec | None = None
+    if_: str | None = Field(default=None, alias="if")
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    group_retry: GroupRetrySpec = Field(default_factory=GroupRetrySpec)
     rollback_retry: RetrySpec = Field(default_factory=lambda: RetrySpec(max_attempts=3))
     timeout: Duration = Field(default=600.0, gt=0)
     heartbeat_timeout: Duration = Field(default=30.0, gt=0)
@@ -220,21 +254,7 @@ class Plan(_Model):
     def _valid_graph(self) -> Plan:
         if not self.jobs:
             raise ValueError(f"action {self.name!r} has no jobs")
-        seen: set[str] = set()
-        for job in self.jobs:
-            check_name("job", job.name)
-            if job.name in seen:
-                raise ValueError(f"job name {job.name!r} is used twice in action {self.name!r}")
-            seen.add(job.name)
-        for job in self.jobs:
-            for dep in job.after:
-                if dep not in seen:
-                    raise ValueError(f"job {job.name!r} runs after unknown job {dep!r}")
-                if dep == job.name:
-                    raise ValueError(f"job {job.name!r} cannot run after itself")
-        cycle = _find_cycle({j.name: j.after for j in self.jobs})
-        if cycle:
-            raise ValueError("jobs form a cycle: " + " -> ".join(cycle))
+        _check_scope(self.jobs, f"action {self.name!r}")
         return self
 
     def job(self, name: str) -> JobSpec:
@@ -243,6 +263,40 @@ class Plan(_Model):
             if job.name == name:
                 return job
         raise KeyError(name)
+
+
+def _check_scope(jobs: list[JobSpec], where: str) -> None:
+    """Names unique, dependencies known and acyclic, one of execute or jobs: here and below."""
+    seen: set[str] = set()
+    for job in jobs:
+        check_name("job", job.name)
+        if job.name in seen:
+            raise ValueError(f"job name {job.name!r} is used twice in {where}")
+        seen.add(job.name)
+        if (job.execute is None) == (job.jobs is None):
+            raise ValueError(f"job {job.name!r} needs either something to run or a list of jobs")
+        for call in (job.execute, job.rollback):
+            if call is not None and call.kind not in JOB_KINDS:
+                raise ValueError(
+                    f"job {job.name!r}: unknown job kind {call.kind!r} "
+                    f"(known: {', '.join(JOB_KINDS)})"
+                )
+        if job.rollback is not None and job.rollback.kind in WORKFLOW_KINDS:
+            kind = job.rollback.kind
+            raise ValueError(f"job {job.name!r}: a rollback cannot be of kind {kind!r}")
+        if job.jobs is not None:
+            if not job.jobs:
+                raise ValueError(f"group {job.name!r} has no jobs")
+            _check_scope(job.jobs, f"group {job.name!r}")
+    for job in jobs:
+        for dep in job.after:
+            if dep == job.name:
+                raise ValueError(f"job {job.name!r} cannot run after itself")
+            if dep not in seen:
+                raise ValueError(f"job {job.name!r} runs after unknown job {dep!r}")
+    cycle = _find_cycle({j.name: j.after for j in jobs})
+    if cycle:
+        raise ValueError("jobs form a cycle: " + " -> ".join(cycle))
 
 
 def _find_cycle(after: dict[str, list[str]]) -> list[str]:
