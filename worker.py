@@ -37,7 +37,16 @@ __all__ = ["configure_logging", "create_worker", "load_registry", "run_worker"]
 
 # Models and job code are deterministic or never run in workflow code: importing them once,
 # outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
-_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "workflows.models", "structlog")
+_PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "structlog",
+    "jinja2",
+    "markupsafe",
+    "workflows.models",
+    "workflows._expr",
+)
 
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
 

@@ -134,6 +134,22 @@ def hooks() -> Action:
     )
 
 
+ACTIVE: defaultdict[str, int] = defaultdict(int)
+PEAK: defaultdict[str, int] = defaultdict(int)
+
+
+async def track(ctx: JobContext) -> Any:
+    """A job that holds a slot for a moment and records how many ran at once in its run."""
+    EVENTS[ctx.run_id].append(("start", ctx.job, ctx.attempt))
+    ACTIVE[ctx.run_id] += 1
+    PEAK[ctx.run_id] = max(PEAK[ctx.run_id], ACTIVE[ctx.run_id])
+    try:
+        await asyncio.sleep(float(ctx.input.get("hold", 0.3)))
+    finally:
+        ACTIVE[ctx.run_id] -= 1
+    return {"item": ctx.input.get("item"), "job": ctx.job}
+
+
 ACTIONS = [
     chain("test-chain5", 5),
     chain("test-chain3", 3),
@@ -152,5 +168,7 @@ ACTIONS = [
     ),
     chain("test-max-suspended", 2, max_suspended="30m"),
     deploy_site,
+    # Registers `track` with the worker: the flow tests build plans that call it.
+    Action("test-track", [Job("t", execute=track, rollback=undo)], args=Script),
 ]
 REGISTRY = Registry(ACTIONS)

@@ -4,18 +4,21 @@ One dynamic workflow class serves every action: the workflow type is the action'
 run fixes its plan at start through the ``sternway.resolve`` local activity, so a plan recorded in
 history never changes under a run in flight.
 
-Forward phase: jobs whose ``after`` jobs are done start in parallel; each attempt is one activity
-execution (retries are driven here so every attempt is logged and rollback data survives failed
-attempts). Halting (a job failed for good, a stop, a run timeout): no new job starts, running
-activities are cancelled and awaited, then every started job with a rollback is rolled back, one
-at a time, in reverse start order, in a task no cancellation reaches.
+A plan is a tree of scopes: the run's jobs, and the jobs of each group (once per ``each`` item).
+In a scope, jobs whose ``after`` jobs are done start in parallel; ``each`` starts its items in a
+sliding window of ``concurrency``. Each attempt of a job is one activity execution: retries are
+driven here so every attempt is logged and rollback data survives failed attempts. A job that
+fails for good fails its scope: a group with attempts left undoes what it started and runs again,
+otherwise the failure reaches the run. Halting (a failure, a stop, a run timeout): no new job
+starts, running activities are cancelled and awaited, then every started job with a rollback is
+rolled back, one at a time, newest start first, in a task no cancellation reaches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +37,7 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from workflows._expr import ExpressionError, render, truthy
     from workflows.models import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
@@ -41,8 +45,10 @@ with workflow.unsafe.imports_passed_through():
         SEARCH_ATTRIBUTE_REQUESTOR,
         SEARCH_ATTRIBUTE_STATE,
         TERMINAL_RUN_STATES,
+        ApprovalCommand,
         AttemptLog,
         AttemptReport,
+        CallSpec,
         CommandResult,
         ErrorInfo,
         JobInput,
@@ -63,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
+        parse_duration,
     )
 
 __all__ = ["ActionWorkflow"]
@@ -75,6 +82,8 @@ _NO_RETRY = RetryPolicy(maximum_attempts=1)
 _INFRA_RETRIES = 20
 _INFRA_WAIT = timedelta(seconds=1)
 _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
+_ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,40}$")
+_TEMPORAL_CANCEL = "cancel requested through Temporal"
 
 
 class _Failure:
@@ -121,6 +130,50 @@ def _classify(err: ActivityError) -> _Failure:
     return _Failure(ErrorInfo(type=type(cause).__name__, message=message), AttemptReport(), True)
 
 
+class _Scope:
+    """Jobs run together: the run's top level, or one attempt of a group (for one item)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        specs: list[JobSpec],
+        variables: dict[str, Any],
+        parent: _Scope | None,
+    ) -> None:
+        self.prefix = prefix
+        self.specs = specs
+        self.variables = variables
+        self.parent = parent
+        self.failure: ErrorInfo | None = None
+
+    def failed(self) -> bool:
+        """Whether this scope or one around it has failed."""
+        return self.failure is not None or (self.parent is not None and self.parent.failed())
+
+    def chain(self) -> list[_Scope]:
+        """This scope and those around it, outermost first."""
+        return [*(self.parent.chain() if self.parent else []), self]
+
+
+class _Instance:
+    """One job instance (a job, or one ``each`` item of it) and where it ran."""
+
+    def __init__(self, spec: JobSpec, scope: _Scope, variables: dict[str, Any]) -> None:
+        self.spec = spec
+        self.scope = scope
+        self.variables = variables
+
+
+class _Approval:
+    """An approval job waiting for its decision."""
+
+    def __init__(self, token: str, require_token: bool) -> None:
+        self.token = token
+        self.require_token = require_token
+        self.decision: ApprovalCommand | None = None
+        self.approved = False
+
+
 @workflow.defn(dynamic=True)
 class ActionWorkflow:
     """Runs any action: the workflow type names the action, the plan comes from the registry."""
@@ -132,10 +185,11 @@ class ActionWorkflow:
         )
         self._plan: Plan | None = None
         self._args: dict[str, Any] = {}
-        self._specs: dict[str, JobSpec] = {}
+        self._requestor: str | None = None
         self._jobs: dict[str, JobStatus] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._instances: dict[str, _Instance] = {}
         self._handles: dict[str, workflow.ActivityHandle[JobResult]] = {}
+        self._approvals: dict[str, _Approval] = {}
         self._start_order: list[str] = []
         self._rollback_data: dict[str, tuple[Any, bool]] = {}
         self._suspended = False
@@ -146,7 +200,7 @@ class ActionWorkflow:
         self._cancel_requested = False
         self._failure: ErrorInfo | None = None
         self._rollback_failed: str | None = None
-        self._changed = False
+        self._tick = 0
         self._timers: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------------------------- run
@@ -162,7 +216,7 @@ class ActionWorkflow:
             )
         except Exception as err:
             return await self._reject("InvalidInput", f"the run input is not valid: {err}")
-        self._status.requestor = inp.requestor
+        self._requestor = self._status.requestor = inp.requestor
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
             workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
         try:
@@ -181,22 +235,25 @@ class ActionWorkflow:
                 return await self._reject(cause.type or "InvalidArgs", cause.message)
             return await self._reject("InvalidArgs", str(cause or err))
         except asyncio.CancelledError:
-            self._request_stop(StopCommand(reason="cancel requested through Temporal"), True)
+            self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
             return await self._finish()
-        self._start(resolved, inp)
-        await self._forward()
-        if self._halted_with_rollback():
+        root = self._start(resolved, inp)
+        await self._run_scope(root)
+        halted_with_rollback = self._failure is not None or (
+            self._stop is not None and self._stop.rollback
+        )
+        # A group's rollback that failed for good already halted all undoing.
+        if halted_with_rollback and self._rollback_failed is None:
             await self._shielded(asyncio.create_task(self._rollback_all()))
         return await self._finish()
 
-    def _start(self, resolved: ResolvedRun, inp: RunInput) -> None:
+    def _start(self, resolved: ResolvedRun, inp: RunInput) -> _Scope:
         plan = resolved.plan
         self._plan = plan
         self._args = resolved.args
-        self._specs = {job.name: job for job in plan.jobs}
         self._status.args = resolved.masked_args
-        self._status.jobs = [JobStatus(name=job.name) for job in plan.jobs]
-        self._jobs = {job.name: job for job in self._status.jobs}
+        root = _Scope("", plan.jobs, {}, None)
+        self._add_entries(root)
         for name, output in inp.options.reuse_outputs.items():
             if name in self._jobs:
                 self._jobs[name].state = JobState.COMPLETED
@@ -216,59 +273,40 @@ class ActionWorkflow:
                 ),
                 lambda: True,
             )
+        return root
 
     async def _reject(self, kind: str, message: str) -> RunStatus:
         """End a run that cannot start (bad input or args): nothing ran, nothing to undo."""
         self._failure = ErrorInfo(reason=Reason.REJECTED, type=kind, message=message)
         return await self._finish()
 
-    async def _forward(self) -> None:
-        """Start jobs as their dependencies finish until all are done or the run halts."""
-        plan = self._plan
-        if plan is None:
-            return
-        while True:
-            if not self._halting() and not self._suspended:
-                for spec in plan.jobs:
-                    if self._ready(spec):
-                        self._tasks[spec.name] = asyncio.create_task(self._run_job(spec))
-            # Every pending job has a chain of pending dependencies ending in a ready job, so
-            # with no task running the run is either halting, suspended or done.
-            if not self._tasks and (
-                self._halting() or all(self._dependency_done(name) for name in self._jobs)
-            ):
-                return
-            self._changed = False
-            await self._wait(lambda: self._changed)
-
-    def _ready(self, spec: JobSpec) -> bool:
-        job = self._jobs[spec.name]
-        return (
-            job.state == JobState.PENDING
-            and spec.name not in self._tasks
-            and all(self._dependency_done(dep) for dep in spec.after)
-        )
-
-    def _dependency_done(self, name: str) -> bool:
-        job = self._jobs[name]
-        if job.state in _DONE_STATES:
-            return True
-        return job.state == JobState.FAILED and self._specs[name].continue_on_error
-
     def _halting(self) -> bool:
         return self._failure is not None or self._stop is not None
 
-    def _halted_with_rollback(self) -> bool:
-        return self._failure is not None or (self._stop is not None and self._stop.rollback)
+    def _scope_halting(self, scope: _Scope) -> bool:
+        return self._stop is not None or scope.failed()
+
+    def _changed(self) -> None:
+        self._tick += 1
 
     async def _wait(self, condition: Callable[[], bool]) -> None:
-        """Wait in the main coroutine; a Temporal cancel becomes a stop with rollback."""
+        """Wait for ``condition``; a Temporal cancel becomes a stop with rollback."""
         while True:
             try:
                 await workflow.wait_condition(condition)
                 return
             except asyncio.CancelledError:
-                self._request_stop(StopCommand(reason="cancel requested through Temporal"), True)
+                self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
+
+    async def _pause(self, seconds: float, scope: _Scope) -> bool:
+        """Wait ``seconds`` unless ``scope`` halts first; True if the time ran out."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._scope_halting(scope), timeout=timedelta(seconds=seconds)
+            )
+        except TimeoutError:
+            return True
+        return False
 
     async def _shielded(self, task: asyncio.Task[None]) -> None:
         """Await ``task`` so that no cancellation of the run reaches it."""
@@ -277,80 +315,315 @@ class ActionWorkflow:
                 await asyncio.shield(task)
                 return
             except asyncio.CancelledError:
-                self._request_stop(StopCommand(reason="cancel requested through Temporal"), True)
+                self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
+
+    # --------------------------------------------------------------------------------- scopes
+
+    def _add_entries(self, scope: _Scope) -> None:
+        """Status entries for a scope's jobs, so pending jobs show too."""
+        for spec in scope.specs:
+            self._entry(scope.prefix + spec.name)
+
+    def _entry(self, name: str) -> JobStatus:
+        job = self._jobs.get(name)
+        if job is None:
+            job = self._jobs[name] = JobStatus(name=name)
+            self._status.jobs.append(job)
+        return job
+
+    def _context(self, scope: _Scope, variables: dict[str, Any]) -> dict[str, Any]:
+        """What expressions see: args, run, jobs in scope (innermost wins) and ``each`` names."""
+        jobs: dict[str, Any] = {}
+        for outer in scope.chain():
+            for spec in outer.specs:
+                entry = self._jobs.get(outer.prefix + spec.name)
+                if entry is not None:
+                    jobs[spec.name] = {"output": entry.output, "state": entry.state.value}
+        run = {
+            "id": self._status.run_id,
+            "action": self._status.action,
+            "requestor": self._requestor,
+        }
+        return {**variables, "args": self._args, "run": run, "jobs": jobs}
+
+    def _done(self, name: str, spec: JobSpec) -> bool:
+        job = self._jobs[name]
+        return job.state in _DONE_STATES or (
+            job.state == JobState.FAILED and spec.continue_on_error
+        )
+
+    async def _run_scope(self, scope: _Scope) -> None:
+        """Start the scope's jobs as their dependencies finish, until all are done or it halts."""
+        specs = {spec.name: spec for spec in scope.specs}
+        tasks: dict[str, asyncio.Task[None]] = {}
+        while True:
+            if not self._scope_halting(scope) and not self._suspended:
+                for spec in scope.specs:
+                    name = scope.prefix + spec.name
+                    if (
+                        spec.name not in tasks
+                        and self._jobs[name].state == JobState.PENDING
+                        and self._jobs[name].started_at is None
+                        and all(self._done(scope.prefix + d, specs[d]) for d in spec.after)
+                    ):
+                        tasks[spec.name] = asyncio.create_task(self._run_node(scope, spec))
+            for key in [key for key, task in tasks.items() if task.done()]:
+                tasks.pop(key).result()
+            # A pending job always has a chain of pending dependencies ending in a ready job, so
+            # with nothing running the scope is halting, suspended or done.
+            if not tasks and (
+                self._scope_halting(scope)
+                or all(self._done(scope.prefix + s.name, s) for s in scope.specs)
+            ):
+                return
+            seen = self._tick
+            await self._wait(
+                lambda seen=seen: (
+                    self._tick != seen  # type: ignore[misc]
+                    or any(task.done() for task in tasks.values())
+                )
+            )
+
+    def _fail(self, scope: _Scope, error: ErrorInfo) -> None:
+        """A job failed for good: its scope fails, and its running jobs are cancelled."""
+        if scope.failure is not None:
+            return
+        scope.failure = error
+        if scope.parent is None:
+            self._failure = error
+        self._cancel_running(scope.prefix)
+        self._changed()
+
+    async def _run_node(self, scope: _Scope, spec: JobSpec) -> None:
+        name = scope.prefix + spec.name
+
+        async def node() -> None:
+            if spec.if_ is not None:
+                condition = render(spec.if_, self._context(scope, scope.variables))
+                if not truthy(condition):
+                    self._end_job(self._jobs[name], JobState.SKIPPED, None)
+                    self._jobs[name].detail = f"skipped: {spec.if_.strip()} is false"
+                    return
+            if spec.each is not None:
+                await self._run_each(scope, spec, name)
+            elif spec.jobs is not None:
+                await self._run_group(scope, spec, name, scope.variables)
+            else:
+                await self._run_job(scope, spec, name, scope.variables)
+
+        await self._guard(scope, spec, name, node())
+
+    async def _guard(
+        self, scope: _Scope, spec: JobSpec, name: str, work: Coroutine[Any, Any, None]
+    ) -> None:
+        """Run a job's ``work``; an expression that cannot be evaluated fails the job."""
+        try:
+            await work
+        except ExpressionError as err:
+            error = ErrorInfo(type="ExpressionError", message=str(err), job=name)
+            self._end_job(self._entry(name), JobState.FAILED, error)
+            if not spec.continue_on_error:
+                self._fail(scope, error)
+        finally:
+            self._changed()
+
+    async def _run_each(self, scope: _Scope, spec: JobSpec, name: str) -> None:
+        """Run a job or group once per item, at most ``concurrency`` at a time."""
+        each = spec.each
+        if each is None:
+            return
+        entry = self._jobs[name]
+        items = render(each.items, self._context(scope, scope.variables))
+        if not isinstance(items, list):
+            raise ExpressionError(f"each.items of {name!r} is not a list: {items!r}")
+        entry.state, entry.started_at = JobState.RUNNING, workflow.now()
+        keys = [str(i) for i in items]
+        if len(set(keys)) != len(keys) or not all(_ITEM_KEY.match(k) for k in keys):
+            keys = [str(i) for i in range(len(items))]
+        names = [f"{name}[{key}]" for key in keys]
+        running: set[asyncio.Task[None]] = set()
+        for started, (item, instance) in enumerate(zip(items, names, strict=True), start=1):
+            await workflow.wait_condition(
+                lambda: (
+                    (len(running) < each.concurrency and not self._suspended)
+                    or self._scope_halting(scope)
+                )
+            )
+            if self._scope_halting(scope):
+                break
+            variables = {**scope.variables, each.as_: item}
+            self._entry(instance)
+            work = (
+                self._run_group(scope, spec, instance, variables)
+                if spec.jobs is not None
+                else self._run_job(scope, spec, instance, variables)
+            )
+            task = asyncio.create_task(self._guard(scope, spec, instance, work))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            entry.detail = f"{len(running)} running, {started}/{len(names)} started"
+        await workflow.wait_condition(lambda: not running)
+        states = [self._jobs[n].state for n in names if n in self._jobs]
+        entry.output = [self._jobs[n].output for n in names if n in self._jobs]
+        entry.detail = f"{states.count(JobState.COMPLETED)}/{len(names)} items completed"
+        if len(states) == len(names) and all(s in _DONE_STATES for s in states):
+            self._end_job(entry, JobState.COMPLETED, None)
+        elif self._scope_halting(scope) and scope.failure is None:
+            self._end_job(entry, JobState.CANCELLED, None)
+        else:
+            failed = next((self._jobs[n].error for n in names if self._jobs[n].error), None)
+            self._end_job(entry, JobState.FAILED, failed)
+
+    async def _run_group(
+        self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
+    ) -> None:
+        """Run a group; when one of its jobs fails for good, undo it and run it again."""
+        entry = self._entry(name)
+        entry.state, entry.started_at = JobState.RUNNING, workflow.now()
+        attempts = spec.group_retry.attempts
+        for attempt in range(1, attempts + 1):
+            entry.attempts = attempt
+            child = _Scope(f"{name}.", spec.jobs or [], variables, scope)
+            self._add_entries(child)
+            await self._run_scope(child)
+            if child.failure is None and not self._scope_halting(scope):
+                entry.output = {
+                    s.name: self._jobs[child.prefix + s.name].output for s in child.specs
+                }
+                self._end_job(entry, JobState.COMPLETED, None)
+                return
+            if self._scope_halting(scope) or child.failure is None:
+                self._end_job(entry, JobState.CANCELLED, child.failure)
+                return
+            if attempt == attempts:
+                break
+            entry.detail = f"attempt {attempt} failed: {child.failure.message}; rolling back"
+            if not await self._rollback_started(child.prefix):
+                self._end_job(entry, JobState.ROLLBACK_FAILED, child.failure)
+                self._fail(scope, child.failure.model_copy(update={"job": name}))
+                return
+            if not await self._pause(spec.group_retry.wait, scope):
+                self._end_job(entry, JobState.CANCELLED, child.failure)
+                return
+            for sub in child.specs:
+                self._reset(child.prefix + sub.name)
+        failure = child.failure or ErrorInfo()
+        self._end_job(entry, JobState.FAILED, failure)
+        if not spec.continue_on_error:
+            self._fail(scope, failure)
+
+    def _reset(self, prefix: str) -> None:
+        """Make a group's jobs pending again for its next attempt.
+
+        Their logs and attempt counts go on, so every attempt keeps its own idempotency key.
+        """
+        for name, job in self._jobs.items():
+            if name == prefix or name.startswith((prefix + ".", prefix + "[")):
+                job.state, job.error, job.output, job.detail = JobState.PENDING, None, None, None
+                job.started_at = job.finished_at = None
+                job.rollback = None
+                self._rollback_data.pop(name, None)
 
     # ----------------------------------------------------------------------------------- jobs
 
-    async def _run_job(self, spec: JobSpec) -> None:
-        job = self._jobs[spec.name]
-        failures = 0
-        infra_failures = 0
+    async def _run_job(
+        self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
+    ) -> None:
+        job = self._entry(name)
+        self._instances[name] = _Instance(spec, scope, variables)
+        call = spec.execute
+        if call is None:
+            return
         try:
-            while True:
-                if self._suspended and not self._halting():
-                    await workflow.wait_condition(lambda: not self._suspended or self._halting())
-                if self._halting():
-                    if job.attempts:
-                        self._end_job(job, JobState.CANCELLED, job.error)
-                    return
-                outcome = await self._attempt(spec, job)
-                if outcome is None:
-                    return
-                error, retryable = outcome.error, outcome.retryable
-                if outcome.infra and infra_failures < _INFRA_RETRIES and not self._halting():
-                    infra_failures += 1
-                    await workflow.sleep(_INFRA_WAIT)
-                    continue
-                if error.reason == Reason.CANCELLED and spec.name in self._suspend_cancelled:
-                    # Suspended with --now: the job runs again from scratch on resume.
-                    self._suspend_cancelled.discard(spec.name)
-                    job.state = JobState.PENDING
-                    continue
-                if error.reason == Reason.CANCELLED and self._halting():
-                    self._end_job(job, JobState.CANCELLED, error)
-                    return
-                failures += 1
-                if self._may_retry(spec.retry, error, retryable, failures):
-                    delay = spec.retry.delay_before(failures)
-                    with contextlib.suppress(TimeoutError):
-                        await workflow.wait_condition(
-                            self._halting, timeout=timedelta(seconds=delay)
-                        )
-                    continue
-                self._end_job(job, JobState.FAILED, error)
-                if not spec.continue_on_error and not self._halting():
-                    self._failure = error.model_copy(update={"job": spec.name})
-                    self._cancel_running()
-                return
+            if call.kind == "sleep":
+                await self._sleep(scope, spec, name, variables)
+            elif call.kind == "approval":
+                await self._approval(scope, spec, name, variables)
+            else:
+                await self._attempts(scope, spec, name, variables, call)
         finally:
-            self._tasks.pop(spec.name, None)
-            self._changed = True
+            self._changed()
+        if job.state == JobState.FAILED and not spec.continue_on_error:
+            self._fail(scope, (job.error or ErrorInfo()).model_copy(update={"job": name}))
 
-    async def _attempt(self, spec: JobSpec, job: JobStatus) -> _Failure | None:
-        """One attempt of a job; None when it completed, else its error and retryability."""
-        action = self._status.action
+    def _begin(self, name: str, job: JobStatus) -> AttemptLog:
+        """Mark an attempt as started (and the job, on its first attempt)."""
         job.attempts += 1
         job.state = JobState.RUNNING
         job.error = None
         now = workflow.now()
         if job.started_at is None:
             job.started_at = now
-            self._start_order.append(spec.name)
+            self._start_order.append(name)
         entry = AttemptLog(attempt=job.attempts, started_at=now)
         job.log.append(entry)
-        data, has_data = self._rollback_data.get(spec.name, (None, False))
+        return entry
+
+    async def _attempts(
+        self,
+        scope: _Scope,
+        spec: JobSpec,
+        name: str,
+        variables: dict[str, Any],
+        call: CallSpec,
+    ) -> None:
+        """Run attempts of an activity job until it completes, fails for good or halts."""
+        job = self._jobs[name]
+        failures = infra_failures = 0
+        while True:
+            if self._suspended and not self._scope_halting(scope):
+                await workflow.wait_condition(
+                    lambda: not self._suspended or self._scope_halting(scope)
+                )
+            if self._scope_halting(scope):
+                if job.attempts:
+                    self._end_job(job, JobState.CANCELLED, job.error)
+                return
+            rendered = call.model_copy(
+                update={"with_": render(call.with_, self._context(scope, variables))}
+            )
+            outcome = await self._attempt(scope, spec, name, job, rendered)
+            if outcome is None:
+                return
+            error = outcome.error
+            if outcome.infra and infra_failures < _INFRA_RETRIES and not self._halting():
+                infra_failures += 1
+                await workflow.sleep(_INFRA_WAIT)
+                continue
+            if error.reason == Reason.CANCELLED and name in self._suspend_cancelled:
+                # Suspended with --now: the job runs again from scratch on resume.
+                self._suspend_cancelled.discard(name)
+                job.state = JobState.PENDING
+                continue
+            if error.reason == Reason.CANCELLED and self._scope_halting(scope):
+                self._end_job(job, JobState.CANCELLED, error)
+                return
+            failures += 1
+            if self._may_retry(spec.retry, error, outcome.retryable, failures):
+                await self._pause(spec.retry.delay_before(failures), scope)
+                continue
+            self._end_job(job, JobState.FAILED, error)
+            return
+
+    async def _attempt(
+        self, scope: _Scope, spec: JobSpec, name: str, job: JobStatus, call: CallSpec
+    ) -> _Failure | None:
+        """One attempt of a job; None when it completed, else how it failed."""
+        action = self._status.action
+        entry = self._begin(name, job)
+        data, has_data = self._rollback_data.get(name, (None, False))
         handle = workflow.start_activity(
             ACTIVITY_EXECUTE,
             JobInput(
                 run_id=self._status.run_id,
                 action=action,
-                job=spec.name,
+                job=name,
                 attempt=job.attempts,
-                call=spec.execute,
+                call=call,
                 pre=spec.pre,
                 post=spec.post,
                 args=self._args,
-                deps={dep: self._jobs[dep].output for dep in spec.after},
+                deps={dep: self._jobs[scope.prefix + dep].output for dep in spec.after},
                 rollback_data=data,
                 has_rollback_data=has_data,
             ),
@@ -359,30 +632,111 @@ class ActionWorkflow:
             start_to_close_timeout=timedelta(seconds=spec.timeout),
             heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
             retry_policy=_NO_RETRY,
-            activity_id=f"{spec.name}#{job.attempts}",
+            activity_id=f"{name}#{job.attempts}",
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"{action} › {spec.name}"
+            summary=f"{action} › {name}"
             + (f" (attempt {job.attempts})" if job.attempts > 1 else ""),
         )
-        self._handles[spec.name] = handle
+        self._handles[name] = handle
         try:
             result = await handle
         except ActivityError as err:
             failure = _classify(err)
-            self._keep_rollback_data(spec.name, failure.report)
+            self._keep_rollback_data(name, failure.report)
             cancelled = failure.error.reason == Reason.CANCELLED
             state = JobState.CANCELLED if cancelled else JobState.FAILED
             self._log_attempt(entry, failure.report, state, failure.error)
             job.error = failure.error
             return failure
         finally:
-            self._handles.pop(spec.name, None)
-        self._suspend_cancelled.discard(spec.name)
-        self._keep_rollback_data(spec.name, result.report)
+            self._handles.pop(name, None)
+        self._suspend_cancelled.discard(name)
+        self._keep_rollback_data(name, result.report)
         self._log_attempt(entry, result.report, JobState.COMPLETED, None)
         job.output = result.output
         self._end_job(job, JobState.COMPLETED, None)
         return None
+
+    async def _sleep(
+        self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
+    ) -> None:
+        """The ``sleep`` kind: a durable timer, cut short by a halt."""
+        job = self._jobs[name]
+        params = render((spec.execute or CallSpec()).with_, self._context(scope, variables))
+        try:
+            seconds = parse_duration(params.get("duration", 0))
+        except ValueError as err:
+            raise ExpressionError(f"sleep of {name!r}: {err}") from None
+        entry = self._begin(name, job)
+        job.detail = f"sleeping {seconds:g}s"
+        if await self._pause(seconds, scope):
+            job.output = {"slept": seconds}
+            self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+            self._end_job(job, JobState.COMPLETED, None)
+        else:
+            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            self._log_attempt(entry, AttemptReport(), JobState.CANCELLED, error)
+            self._end_job(job, JobState.CANCELLED, error)
+
+    async def _approval(
+        self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
+    ) -> None:
+        """The ``approval`` kind: wait in WAITING for ``approve`` or ``reject``, or a deadline."""
+        job = self._jobs[name]
+        params = render((spec.execute or CallSpec()).with_, self._context(scope, variables))
+        try:
+            deadline = parse_duration(params["timeout"]) if params.get("timeout") else None
+        except ValueError as err:
+            raise ExpressionError(f"approval {name!r}: {err}") from None
+        on_timeout = str(params.get("on_timeout", "fail"))
+        approval = self._approvals[name] = _Approval(
+            token=workflow.uuid4().hex[:12], require_token=bool(params.get("require_token"))
+        )
+        entry = self._begin(name, job)
+        job.state = JobState.WAITING
+        job.detail = f"waiting for approval; token {approval.token}" + (
+            f"; on timeout after {deadline:g}s: {on_timeout}" if deadline else ""
+        )
+        self._changed()
+        try:
+            await workflow.wait_condition(
+                lambda: approval.decision is not None or self._scope_halting(scope),
+                timeout=timedelta(seconds=deadline) if deadline else None,
+            )
+        except TimeoutError:
+            if on_timeout == "approve":
+                approval.approved = True
+                approval.decision = ApprovalCommand(job=name, comment="approved at the deadline")
+        finally:
+            self._approvals.pop(name, None)
+        decision = approval.decision
+        if decision is not None and approval.approved:
+            job.output = {"approved": True, "comment": decision.comment}
+            job.detail = f"approved: {decision.comment}" if decision.comment else "approved"
+            self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+            self._end_job(job, JobState.COMPLETED, None)
+            return
+        if decision is not None:
+            error = ErrorInfo(
+                reason=Reason.REJECTED, type="Rejected", message=decision.comment or "rejected"
+            )
+            state = JobState.FAILED
+        elif self._scope_halting(scope):
+            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            state = JobState.CANCELLED
+        else:
+            error = ErrorInfo(
+                reason=Reason.TIMEOUT,
+                type="ApprovalTimeout",
+                message=f"no decision within {deadline:g}s",
+            )
+            state = JobState.FAILED
+            if on_timeout == "rollback":
+                state = JobState.CANCELLED
+                self._request_stop(StopCommand(reason=error.message), False, error)
+        job.detail = None
+        self._log_attempt(entry, AttemptReport(reason=error.reason), state, error)
+        self._end_job(job, state, error)
 
     @staticmethod
     def _may_retry(retry: RetrySpec, error: ErrorInfo, retryable: bool, failures: int) -> bool:
@@ -412,48 +766,58 @@ class ActionWorkflow:
         job.state = state
         job.error = error
         job.finished_at = workflow.now()
-        self._changed = True
+        self._changed()
 
-    def _cancel_running(self) -> None:
-        for handle in self._handles.values():
-            handle.cancel()
+    def _cancel_running(self, prefix: str = "") -> None:
+        for name, handle in self._handles.items():
+            if name.startswith(prefix):
+                handle.cancel()
 
     # ------------------------------------------------------------------------------- rollback
 
     async def _rollback_all(self) -> None:
         """Undo every started job that has a rollback, one at a time, newest first."""
         self._set_state(RunState.ROLLING_BACK)
-        for name in reversed(self._start_order):
-            spec = self._specs[name]
-            if spec.rollback is None:
-                continue
-            if not await self._rollback_job(spec):
-                self._rollback_failed = name
-                return
+        await self._rollback_started("")
 
-    async def _rollback_job(self, spec: JobSpec) -> bool:
-        job = self._jobs[spec.name]
-        call = spec.rollback
-        if call is None:
-            return True
+    async def _rollback_started(self, prefix: str) -> bool:
+        """Undo the started jobs under ``prefix``, newest first; False if one cannot be undone.
+
+        Undone jobs leave the start order, so nothing is undone twice. Undoing halts at the first
+        rollback that fails for good: the jobs before it may depend on it.
+        """
+        started = [name for name in self._start_order if name.startswith(prefix)]
+        for name in reversed(started):
+            self._start_order.remove(name)
+            instance = self._instances.get(name)
+            if instance is None or instance.spec.rollback is None:
+                continue
+            if not await self._rollback_job(name, instance, instance.spec.rollback):
+                self._rollback_failed = name
+                return False
+        return True
+
+    async def _rollback_job(self, name: str, instance: _Instance, call: CallSpec) -> bool:
+        spec = instance.spec
+        job = self._jobs[name]
         rollback = job.rollback = RollbackStatus(state=JobState.RUNNING)
         job.state = JobState.ROLLING_BACK
-        data, has_data = self._rollback_data.get(spec.name, (None, False))
-        failures = 0
-        infra_failures = 0
+        data, has_data = self._rollback_data.get(name, (None, False))
+        failures = infra_failures = 0
         while True:
             rollback.attempts += 1
             entry = AttemptLog(attempt=rollback.attempts, started_at=workflow.now())
             rollback.log.append(entry)
             try:
+                params = render(call.with_, self._context(instance.scope, instance.variables))
                 await workflow.execute_activity(
                     ACTIVITY_ROLLBACK,
                     RollbackInput(
                         run_id=self._status.run_id,
                         action=self._status.action,
-                        job=spec.name,
+                        job=name,
                         attempt=rollback.attempts,
-                        call=call,
+                        call=call.model_copy(update={"with_": params}),
                         args=self._args,
                         output=job.output,
                         completed=job.output is not None,
@@ -465,10 +829,14 @@ class ActionWorkflow:
                     start_to_close_timeout=timedelta(seconds=spec.timeout),
                     heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
                     retry_policy=_NO_RETRY,
-                    activity_id=f"rollback:{spec.name}#{rollback.attempts}",
-                    summary=f"{self._status.action} › rollback {spec.name}"
+                    activity_id=f"rollback:{name}#{rollback.attempts}",
+                    summary=f"{self._status.action} › rollback {name}"
                     + (f" (attempt {rollback.attempts})" if rollback.attempts > 1 else ""),
                 )
+            except ExpressionError as err:
+                error = ErrorInfo(type="ExpressionError", message=str(err))
+                self._log_attempt(entry, AttemptReport(), JobState.FAILED, error)
+                rollback.error = error
             except ActivityError as err:
                 failure = _classify(err)
                 self._log_attempt(entry, failure.report, JobState.FAILED, failure.error)
@@ -481,14 +849,13 @@ class ActionWorkflow:
                 if self._may_retry(spec.rollback_retry, failure.error, failure.retryable, failures):
                     await workflow.sleep(spec.rollback_retry.delay_before(failures))
                     continue
-                rollback.state = JobState.ROLLBACK_FAILED
-                job.state = JobState.ROLLBACK_FAILED
-                return False
-            self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
-            rollback.state = JobState.ROLLED_BACK
-            rollback.error = None
-            job.state = JobState.ROLLED_BACK
-            return True
+            else:
+                self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+                rollback.state = job.state = JobState.ROLLED_BACK
+                rollback.error = None
+                return True
+            rollback.state = job.state = JobState.ROLLBACK_FAILED
+            return False
 
     # --------------------------------------------------------------------------------- finish
 
@@ -541,7 +908,11 @@ class ActionWorkflow:
             1
             for j in self._status.jobs
             if j.state in _DONE_STATES
-            or (j.state == JobState.FAILED and self._specs[j.name].continue_on_error)
+            or (
+                j.state == JobState.FAILED
+                and j.name in self._instances
+                and self._instances[j.name].spec.continue_on_error
+            )
         )
         return Progress(done=done, total=len(self._status.jobs))
 
@@ -568,7 +939,7 @@ class ActionWorkflow:
             reason=Reason.CANCELLED, type="Stopped", message=cmd.reason or "stopped by request"
         )
         self._cancel_running()
-        self._changed = True
+        self._changed()
         return CommandResult(
             state=self._status.state,
             message="stopping" + (" with rollback" if cmd.rollback else " without rollback"),
@@ -592,6 +963,17 @@ class ActionWorkflow:
             return f"the run is {self._status.state.value}: only a SUSPENDED run can be resumed"
         return None
 
+    def _refuse_decision(self, cmd: ApprovalCommand) -> str | None:
+        approval = self._approvals.get(cmd.job)
+        if approval is None:
+            waiting = ", ".join(sorted(self._approvals)) or "none"
+            return f"job {cmd.job!r} is not waiting for approval (waiting: {waiting})"
+        if approval.decision is not None:
+            return f"job {cmd.job!r} already has a decision"
+        if approval.require_token and cmd.token != approval.token:
+            return f"job {cmd.job!r} needs its approval token, and this one is missing or wrong"
+        return None
+
     def _do_suspend(self, cmd: SuspendCommand) -> CommandResult:
         self._suspended = True
         if cmd.now:
@@ -600,7 +982,7 @@ class ActionWorkflow:
         self._set_state(RunState.SUSPENDED)
         plan = self._plan
         if plan is not None and plan.max_suspended is not None:
-            suspended_at = workflow.now()
+            suspended_at = self._suspended_since = workflow.now()
             limit = plan.max_suspended
             self._timer(
                 limit,
@@ -611,8 +993,7 @@ class ActionWorkflow:
                 ),
                 lambda: self._suspended and self._suspended_since == suspended_at,
             )
-            self._suspended_since = suspended_at
-        self._changed = True
+        self._changed()
         running = len(self._handles)
         note = f"; {running} running job(s) " + ("cancelled" if cmd.now else "finishing")
         return CommandResult(
@@ -622,8 +1003,16 @@ class ActionWorkflow:
     def _do_resume(self) -> CommandResult:
         self._suspended = False
         self._set_state(RunState.RUNNING)
-        self._changed = True
+        self._changed()
         return CommandResult(state=RunState.RUNNING, message="resumed")
+
+    def _decide(self, cmd: ApprovalCommand, approved: bool) -> CommandResult:
+        approval = self._approvals[cmd.job]
+        approval.decision = cmd
+        approval.approved = approved
+        self._changed()
+        verb = "approved" if approved else "rejected"
+        return CommandResult(state=self._status.state, message=f"job {cmd.job!r} {verb}")
 
     @workflow.update(name="stop")
     def stop(self, cmd: StopCommand) -> CommandResult:
@@ -632,9 +1021,7 @@ class ActionWorkflow:
 
     @stop.validator
     def _validate_stop(self, cmd: StopCommand) -> None:
-        refusal = self._refuse_stop()
-        if refusal:
-            raise ApplicationError(refusal, type="CommandRefused")
+        _refuse(self._refuse_stop())
 
     @workflow.update(name="suspend")
     def suspend(self, cmd: SuspendCommand) -> CommandResult:
@@ -643,9 +1030,7 @@ class ActionWorkflow:
 
     @suspend.validator
     def _validate_suspend(self, cmd: SuspendCommand) -> None:
-        refusal = self._refuse_suspend(cmd)
-        if refusal:
-            raise ApplicationError(refusal, type="CommandRefused")
+        _refuse(self._refuse_suspend(cmd))
 
     @workflow.update(name="resume")
     def resume(self, cmd: dict[str, Any] | None = None) -> CommandResult:
@@ -654,16 +1039,30 @@ class ActionWorkflow:
 
     @resume.validator
     def _validate_resume(self, cmd: dict[str, Any] | None = None) -> None:
-        refusal = self._refuse_resume()
-        if refusal:
-            raise ApplicationError(refusal, type="CommandRefused")
+        _refuse(self._refuse_resume())
+
+    @workflow.update(name="approve")
+    def approve(self, cmd: ApprovalCommand) -> CommandResult:
+        """Approve a waiting approval job."""
+        return self._decide(cmd, True)
+
+    @approve.validator
+    def _validate_approve(self, cmd: ApprovalCommand) -> None:
+        _refuse(self._refuse_decision(cmd))
+
+    @workflow.update(name="reject")
+    def reject(self, cmd: ApprovalCommand) -> CommandResult:
+        """Reject a waiting approval job: it fails, and the run rolls back."""
+        return self._decide(cmd, False)
+
+    @reject.validator
+    def _validate_reject(self, cmd: ApprovalCommand) -> None:
+        _refuse(self._refuse_decision(cmd))
 
     @workflow.signal(name="stop")
     def stop_signal(self, cmd: StopCommand | None = None) -> None:
         """``stop`` as a signal, for the Web UI and ``temporal workflow signal``."""
-        refusal = self._refuse_stop()
-        if refusal:
-            workflow.logger.warning("stop signal ignored: %s", refusal)
+        if _ignored("stop", self._refuse_stop()):
             return
         self._request_stop(cmd or StopCommand(), False)
 
@@ -671,23 +1070,42 @@ class ActionWorkflow:
     def suspend_signal(self, cmd: SuspendCommand | None = None) -> None:
         """``suspend`` as a signal."""
         cmd = cmd or SuspendCommand()
-        refusal = self._refuse_suspend(cmd)
-        if refusal:
-            workflow.logger.warning("suspend signal ignored: %s", refusal)
-            return
-        self._do_suspend(cmd)
+        if not _ignored("suspend", self._refuse_suspend(cmd)):
+            self._do_suspend(cmd)
 
     @workflow.signal(name="resume")
     def resume_signal(self, cmd: dict[str, Any] | None = None) -> None:
         """``resume`` as a signal."""
-        refusal = self._refuse_resume()
-        if refusal:
-            workflow.logger.warning("resume signal ignored: %s", refusal)
-            return
-        self._do_resume()
+        if not _ignored("resume", self._refuse_resume()):
+            self._do_resume()
+
+    @workflow.signal(name="approve")
+    def approve_signal(self, cmd: ApprovalCommand) -> None:
+        """``approve`` as a signal."""
+        if not _ignored("approve", self._refuse_decision(cmd)):
+            self._decide(cmd, True)
+
+    @workflow.signal(name="reject")
+    def reject_signal(self, cmd: ApprovalCommand) -> None:
+        """``reject`` as a signal."""
+        if not _ignored("reject", self._refuse_decision(cmd)):
+            self._decide(cmd, False)
 
     @workflow.query(name="status")
     def status(self) -> RunStatus:
         """The status JSON of the run; also answered on closed runs."""
         self._status.progress = self._progress()
         return self._status
+
+
+def _refuse(refusal: str | None) -> None:
+    """Validators refuse a command by raising; nothing changes in the run."""
+    if refusal:
+        raise ApplicationError(refusal, type="CommandRefused")
+
+
+def _ignored(command: str, refusal: str | None) -> bool:
+    """Signals cannot be refused: an invalid one is logged and ignored."""
+    if refusal:
+        workflow.logger.warning("%s signal ignored: %s", command, refusal)
+    return refusal is not None

@@ -28,6 +28,7 @@ __all__ = [
     "SEARCH_ATTRIBUTE_STATE",
     "TERMINAL_RUN_STATES",
     "WORKFLOW_KINDS",
+    "ApprovalCommand",
     "AttemptLog",
     "AttemptReport",
     "CallSpec",
@@ -498,6 +499,14 @@ class SuspendCommand(_Model):
     """Payload of the ``suspend`` update and signal."""
 
     now: bool = False
+
+
+class ApprovalCommand(_Model):
+    """Payload of the ``approve`` and ``reject`` updates and signals."""
+
+    job: str
+    token: str = ""
+    comment: str = ""
 
 
 class CommandResult(_Model):
