@@ -3,19 +3,687 @@
 Each kind is ``async def kind(ctx) -> output`` where ``ctx.input`` holds the job's ``with``
 parameters, already rendered by the workflow (expressions resolved). The same functions serve
 rollbacks (``ctx`` is then a :class:`~activities._jobs.RollbackContext`).
+
+Kinds and their ``with`` parameters (bad parameters fail the job at once with reason
+``rejected``, and are never retried):
+
+``shell``
+    ``argv`` (the program and its arguments, a list of strings; numbers are turned into strings),
+    ``env`` (added to the worker's environment), ``cwd``, ``timeout`` (a duration; without it the
+    job's own timeout applies), ``non_retryable_exit_codes`` (a list of ints), ``shell`` (default
+    false) and ``script`` (only with ``shell: true``, run by ``/bin/sh -c``). The program is
+    executed directly from ``argv``; no shell ever sees it, so no argument is ever interpreted.
+    It runs in a session (process group) of its own with stdin from ``/dev/null``; a stop, a
+    ``timeout`` or a worker shutdown sends SIGTERM to the whole group, then SIGKILL after 5 s.
+    The last 4 KiB of stdout and stderr go to the attempt log, and the last line of stdout is the
+    job's live detail. Output: ``{"exit_code": 0, "stdout": ..., "stderr": ...}``. A non-zero exit
+    fails the attempt (type ``BadExit``, reason ``bad_exit``); a program that cannot start fails
+    the job for good (type ``BadCommand``); ``timeout`` fails the attempt with type ``Timeout``,
+    reason ``timeout``. Background processes the command leaves behind are not waited for (after
+    the command exits Sternway waits 1 s for them to close its output pipes, then stops reading)
+    and are not killed unless the job is stopped or times out.
+
+``http``
+    ``method`` (default GET), ``url`` (http or https), ``headers``, ``params`` (query string),
+    ``json`` (a JSON body) or ``body`` (a text body), ``expect`` (accepted statuses, default any
+    2xx), ``timeout`` (a duration for the whole request, default 30 s), ``follow_redirects``
+    (default false). Output: ``{"status", "headers" (content-type, location, etag, retry-after
+    when present), "json" (the parsed body when the response says it is JSON, else null), "text"
+    (the body, at most 16 KiB)}``. An unexpected status fails with type ``HTTP<status>``, for
+    good on a 4xx other than 408 and 429; network errors and timeouts fail with type
+    ``HttpError`` and are retried (reason ``timeout`` for timeouts).
+
+``python``
+    ``function``: ``"package.module.qualname"`` of a function importable by the worker, async or
+    sync (sync ones run in a thread). It is called with the context, whose ``input`` is the whole
+    ``with`` (``function`` included), and its result is the job's output.
+
+``noop`` returns its input; ``fail`` fails with ``message`` (``type``, ``non_retryable``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import codecs
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from activities._jobs import JobContext, RollbackContext
-from workflows.errors import JobError
+import httpx
 
-__all__ = ["KINDS"]
+from activities._jobs import JobContext, RollbackContext, _call
+from workflows.errors import JobError, JobRejected
+from workflows.models import parse_duration
+
+__all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 
 Context = JobContext | RollbackContext
+
+# ------------------------------------------------------------------------------------- common
+
+
+def _reject(kind: str, problem: str) -> JobRejected:
+    """The error for bad ``with`` parameters of a ``kind`` job."""
+    return JobRejected(f"{kind} job: {problem}")
+
+
+def _check_keys(kind: str, params: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """Reject parameters the kind does not know (a typo must not be silently ignored)."""
+    unknown = sorted(str(key) for key in params if key not in known)
+    if unknown:
+        raise _reject(
+            kind,
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
+        )
+
+
+def _duration(kind: str, name: str, value: Any) -> float:
+    """A positive duration parameter, in seconds."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as err:
+        raise _reject(kind, f"{name}: {err}") from None
+    if seconds <= 0:
+        raise _reject(kind, f"{name} must be more than zero, got {value!r}")
+    return seconds
+
+
+def _bool(kind: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _reject(kind, f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _string(kind: str, where: str, value: Any) -> str:
+    """A string parameter; numbers are accepted and turned into strings."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _reject(
+            kind, f"{where} must be a string, got {type(value).__name__} {value!r} (quote it)"
+        )
+    text = str(value)
+    if "\0" in text:
+        raise _reject(kind, f"{where} must not contain a NUL character")
+    return text
+
+
+# -------------------------------------------------------------------------------------- shell
+
+TAIL_BYTES = 4096
+"""How much of the end of stdout and of stderr a shell job keeps."""
+DETAIL_CHARS = 200
+"""The longest live detail line a shell job reports."""
+KILL_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL when a shell job's process group is killed."""
+_DRAIN_GRACE = 1.0
+_REPORT_EVERY = 1.0
+_GROUP_POLL = 0.05
+_LINE_START_BYTES = 1024
+_SHELL_KEYS = ("argv", "env", "cwd", "timeout", "non_retryable_exit_codes", "shell", "script")
+_LINE_BREAK = re.compile(rb"[\r\n]")
+
+
+@dataclass(frozen=True)
+class _ShellCommand:
+    """A validated shell job."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str | None
+    timeout: float | None
+    non_retryable_exit_codes: frozenset[int]
+
+
+def _shell_command(params: Mapping[str, Any]) -> _ShellCommand:
+    """Validate a shell job's ``with``; raises :class:`JobRejected` with what is wrong."""
+    _check_keys("shell", params, _SHELL_KEYS)
+    use_shell = _bool("shell", "shell", params.get("shell", False))
+    argv_in, script = params.get("argv"), params.get("script")
+    if use_shell:
+        if argv_in is not None:
+            raise _reject(
+                "shell",
+                "give either argv or (with shell: true) script, not both; "
+                "pass values to a script through env",
+            )
+        if not isinstance(script, str) or not script.strip():
+            raise _reject("shell", "shell: true needs script, a non-empty string run by /bin/sh -c")
+        argv = ["/bin/sh", "-c", _string("shell", "script", script)]
+    else:
+        if script is not None:
+            raise _reject(
+                "shell",
+                "script is only allowed with shell: true; "
+                "otherwise give argv, the program and its arguments as a list",
+            )
+        if argv_in is None:
+            raise _reject("shell", "argv is required: the program and its arguments, as a list")
+        if isinstance(argv_in, str):
+            raise _reject(
+                "shell",
+                f"argv must be a list of strings, not one string ({argv_in!r}): write e.g. "
+                '["ls", "-l", "/tmp"]; a command line is never split or run by a shell',
+            )
+        if not isinstance(argv_in, list) or not argv_in:
+            raise _reject("shell", f"argv must be a non-empty list of strings, got {argv_in!r}")
+        argv = [_string("shell", f"argv[{i}]", arg) for i, arg in enumerate(argv_in)]
+        if not argv[0]:
+            raise _reject("shell", "argv[0], the program to run, is empty")
+    env_in = params.get("env")
+    if env_in is None:
+        env_in = {}
+    if not isinstance(env_in, dict):
+        raise _reject("shell", f"env must be a mapping of names to values, got {env_in!r}")
+    env: dict[str, str] = {}
+    for key, value in env_in.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise _reject("shell", f"env: {key!r} is not a valid variable name")
+        env[key] = _string("shell", f"env.{key}", value)
+    cwd = params.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not cwd or "\0" in cwd):
+        raise _reject("shell", f"cwd must be a directory path, got {cwd!r}")
+    timeout = params.get("timeout")
+    codes = params.get("non_retryable_exit_codes")
+    if codes is None:
+        codes = []
+    if not isinstance(codes, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) for c in codes
+    ):
+        raise _reject("shell", f"non_retryable_exit_codes must be a list of ints, got {codes!r}")
+    return _ShellCommand(
+        argv=argv,
+        env=env,
+        cwd=cwd,
+        timeout=None if timeout is None else _duration("shell", "timeout", timeout),
+        non_retryable_exit_codes=frozenset(codes),
+    )
+
+
+class _Tail:
+    """The last :data:`TAIL_BYTES` of a stream, and its last non-empty line."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._truncated = False
+        self._line_start = b""
+        self.last_line = ""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of output."""
+        self._data += chunk
+        if len(self._data) > TAIL_BYTES:
+            del self._data[:-TAIL_BYTES]
+            self._truncated = True
+        # Lines end at \n or \r (progress bars redraw with \r); only their start is kept.
+        pending = self._line_start + chunk
+        ends = [m.start() for m in _LINE_BREAK.finditer(pending)]
+        if not ends:
+            self._line_start = pending[:_LINE_START_BYTES]
+            return
+        starts = [0, *(end + 1 for end in ends[:-1])]
+        for start, end in zip(reversed(starts), reversed(ends), strict=True):
+            line = pending[start:end].decode("utf-8", "replace").strip()
+            if line:
+                self.last_line = line
+                break
+        self._line_start = pending[ends[-1] + 1 :][:_LINE_START_BYTES]
+
+    def text(self) -> str:
+        """The tail as text (UTF-8; undecodable bytes replaced)."""
+        data = bytes(self._data)
+        if self._truncated:  # do not start in the middle of a UTF-8 character
+            skip = 0
+            while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+                skip += 1
+            data = data[skip:]
+        return data.decode("utf-8", "replace")
+
+
+class _Process(asyncio.SubprocessProtocol):
+    """Collects a process's output tails and tells when it exits and when its pipes close."""
+
+    def __init__(self) -> None:
+        self.stdout = _Tail()
+        self.stderr = _Tail()
+        self.exited = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        """Output from the process (fd 1: stdout, 2: stderr)."""
+        (self.stdout if fd == 1 else self.stderr).feed(data)
+
+    def process_exited(self) -> None:
+        """The process ended (its pipes may still be held open by processes it started)."""
+        self.exited.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The process ended and every pipe is closed."""
+        self.exited.set()
+        self.closed.set()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, which cannot run, do not count:
+    an init that does not reap orphans would keep them forever)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
+async def _kill_group(pgid: int, process: _Process) -> None:
+    """SIGTERM to the whole process group, up to :data:`KILL_GRACE` seconds, then SIGKILL.
+
+    Also when cancelled again while waiting: the SIGKILL is then sent at once.
+    """
+    loop = asyncio.get_running_loop()
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = loop.time() + KILL_GRACE
+    try:
+        while loop.time() < deadline:
+            if not _group_alive(pgid):
+                break
+            await asyncio.sleep(_GROUP_POLL)
+    finally:
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await process.exited.wait()
+
+
+async def _report_progress(ctx: Context, tail: _Tail) -> None:
+    """Report the last line of stdout as the job's live detail, when it changes."""
+    shown = ""
+    while True:
+        await asyncio.sleep(_REPORT_EVERY)
+        line = tail.last_line[:DETAIL_CHARS]
+        if line and line != shown:
+            ctx.report(line)
+            shown = line
+
+
+def _last_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()[:DETAIL_CHARS]
+    return ""
+
+
+def _exit_message(code: int, stderr: str) -> str:
+    message = f"exit code {code}"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            message += f" (killed by {signal.Signals(-code).name})"
+    last = _last_line(stderr)
+    return f"{message}: {last}" if last else message
+
+
+def _bad_command(message: str) -> JobError:
+    return JobError(message, type="BadCommand", reason="bad_exit", non_retryable=True)
+
+
+async def shell(ctx: Context) -> Any:
+    """Run a program from ``argv`` (or a ``script`` with ``shell: true``); see the module doc."""
+    command = _shell_command(ctx.input)
+    loop = asyncio.get_running_loop()
+    # loop.subprocess_exec is what asyncio.create_subprocess_exec runs on: the same exec of an
+    # argv list, but its protocol tells when the process exits even while a background child
+    # still holds the pipes (Process.wait() would wait for the pipes too).
+    try:
+        transport, process = await loop.subprocess_exec(
+            _Process,
+            *command.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **command.env},
+            cwd=command.cwd,
+            start_new_session=True,
+        )
+    except OSError as err:  # the program or cwd is missing, not executable, ...
+        problem = err.strerror or str(err)
+        if err.filename is not None and err.filename != command.argv[0]:
+            problem += f": {err.filename!r}"
+        raise _bad_command(f"cannot start {command.argv[0]!r}: {problem}") from None
+    pgid = transport.get_pid()
+    ctx.log.info("shell job started", pid=pgid, program=command.argv[0])
+    reporter = asyncio.create_task(_report_progress(ctx, process.stdout))
+    timed_out = False
+    try:
+        try:
+            async with asyncio.timeout(command.timeout):
+                await process.exited.wait()
+        except TimeoutError:
+            timed_out = True
+            await _kill_group(pgid, process)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_GRACE):
+                await process.closed.wait()
+    except asyncio.CancelledError:
+        ctx.log.info("shell job cancelled: killing its process group", pgid=pgid)
+        await _kill_group(pgid, process)
+        ctx.set_exit(transport.get_returncode(), process.stdout.text(), process.stderr.text())
+        raise
+    finally:
+        reporter.cancel()
+        transport.close()
+    code = transport.get_returncode()
+    stdout, stderr = process.stdout.text(), process.stderr.text()
+    ctx.set_exit(code, stdout, stderr)
+    if timed_out:
+        assert command.timeout is not None
+        raise JobError(
+            f"timed out after {command.timeout:g}s: the process group was killed",
+            type="Timeout",
+            reason="timeout",
+        )
+    if code == 0:
+        return {"exit_code": 0, "stdout": stdout, "stderr": stderr}
+    if code is None:  # pragma: no cover - the exit event is set only once the code is known
+        raise JobError("the process ended with no exit code", type="BadExit", reason="bad_exit")
+    raise JobError(
+        _exit_message(code, stderr),
+        type="BadExit",
+        reason="bad_exit",
+        non_retryable=code in command.non_retryable_exit_codes,
+    )
+
+
+# --------------------------------------------------------------------------------------- http
+
+TEXT_BYTES = 16 * 1024
+"""How much of a response body an http job returns as ``text``."""
+READ_LIMIT = 1024 * 1024
+"""How much of a response body an http job reads at most (larger JSON is not parsed)."""
+SELECTED_HEADERS = ("content-type", "location", "etag", "retry-after")
+"""Response headers an http job returns (others may carry secrets, such as cookies)."""
+_HTTP_KEYS = (
+    "method",
+    "url",
+    "headers",
+    "json",
+    "body",
+    "params",
+    "expect",
+    "timeout",
+    "follow_redirects",
+)
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+ParamValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated http job."""
+
+    method: str
+    url: str
+    shown_url: str
+    headers: dict[str, str]
+    params: dict[str, ParamValue | list[ParamValue]]
+    json: Any
+    has_json: bool
+    body: str | None
+    expect: frozenset[int] | None
+    timeout: float
+    follow_redirects: bool
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _http_request(params: Mapping[str, Any]) -> _Request:
+    """Validate an http job's ``with``; raises :class:`JobRejected` with what is wrong."""
+    _check_keys("http", params, _HTTP_KEYS)
+    url = params.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise _reject("http", "url is required: the address to call, e.g. https://host/path")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as err:
+        raise _reject("http", f"url {url!r} is not valid: {err}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise _reject("http", f"url {url!r} must be an absolute http:// or https:// address")
+    # Credentials in the URL stay out of messages and the live detail.
+    shown_url = str(parsed.copy_with(userinfo=b"***")) if parsed.userinfo else url
+    method = params.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in _METHODS:
+        raise _reject("http", f"method must be one of {', '.join(_METHODS)}, got {method!r}")
+    headers_in = params.get("headers") or {}
+    if not isinstance(headers_in, dict):
+        raise _reject("http", f"headers must be a mapping of names to values, got {headers_in!r}")
+    headers: dict[str, str] = {}
+    for name, value in headers_in.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise _reject("http", f"headers: {name!r} is not a valid header name")
+        text = _string("http", f"headers.{name}", value)
+        if "\r" in text or "\n" in text:
+            raise _reject("http", f"headers.{name} must not contain a line break")
+        headers[name] = text
+    query_in = params.get("params") or {}
+    if not isinstance(query_in, dict):
+        raise _reject("http", f"params must be a mapping of names to values, got {query_in!r}")
+    query: dict[str, ParamValue | list[ParamValue]] = {}
+    for name, value in query_in.items():
+        if not isinstance(name, str) or not (
+            _scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))
+        ):
+            raise _reject("http", f"params.{name} must be a value or a list of values")
+        query[name] = value
+    has_json = params.get("json") is not None
+    body = params.get("body")
+    if has_json and body is not None:
+        raise _reject("http", "give either json or body, not both")
+    if body is not None and not isinstance(body, str):
+        raise _reject("http", "body must be a string (use json for structured data)")
+    if has_json:
+        try:
+            json.dumps(params["json"], allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise _reject("http", f"json is not JSON: {err}") from None
+    expect_in = params.get("expect")
+    expect: frozenset[int] | None = None
+    if expect_in is not None:
+        if isinstance(expect_in, int) and not isinstance(expect_in, bool):
+            expect_in = [expect_in]
+        if (
+            not isinstance(expect_in, list)
+            or not expect_in
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599
+                for s in expect_in
+            )
+        ):
+            raise _reject("http", f"expect must be a list of HTTP statuses, got {expect_in!r}")
+        expect = frozenset(expect_in)
+    return _Request(
+        method=method.upper(),
+        url=url,
+        shown_url=shown_url,
+        headers=headers,
+        params=query,
+        json=params.get("json"),
+        has_json=has_json,
+        body=body,
+        expect=expect,
+        timeout=_duration("http", "timeout", params.get("timeout", 30.0)),
+        follow_redirects=_bool("http", "follow_redirects", params.get("follow_redirects", False)),
+    )
+
+
+async def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
+    """At most :data:`READ_LIMIT` bytes of the body, and whether there was more."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        room = READ_LIMIT - len(body)
+        if len(chunk) > room:
+            body += chunk[:room]
+            return bytes(body), True
+        body += chunk
+    return bytes(body), False
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode_text(response: httpx.Response, body: bytes) -> str:
+    """The start of the body as text, at most :data:`TEXT_BYTES` bytes of it."""
+    encoding = response.charset_encoding or "utf-8"
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("replace")
+    except LookupError:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    if len(body) <= TEXT_BYTES:
+        return decoder.decode(body, final=True)
+    return decoder.decode(body[:TEXT_BYTES], final=False)  # drops a character cut in two
+
+
+async def http(ctx: Context) -> Any:
+    """Make one HTTP request and check its status; see the module doc."""
+    request = _http_request(ctx.input)
+    what = f"{request.method} {request.shown_url}"
+    ctx.detail = what  # sent with the next heartbeat, if the request is still running by then
+    try:
+        async with (
+            asyncio.timeout(request.timeout),
+            httpx.AsyncClient(
+                timeout=request.timeout, follow_redirects=request.follow_redirects
+            ) as client,
+        ):
+            built = client.build_request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                params=request.params,
+                json=request.json if request.has_json else None,
+                content=request.body,
+            )
+            response = await client.send(built, stream=True)
+            try:
+                body, truncated = await _read_body(response)
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException):
+        raise JobError(
+            f"{what} timed out after {request.timeout:g}s", type="HttpError", reason="timeout"
+        ) from None
+    except httpx.HTTPError as err:
+        raise JobError(f"{what} failed: {type(err).__name__}: {err}", type="HttpError") from None
+    status = response.status_code
+    expected = 200 <= status < 300 if request.expect is None else status in request.expect
+    if not expected:
+        raise JobError(
+            f"HTTP {status} from {what}",
+            type=f"HTTP{status}",
+            non_retryable=400 <= status < 500 and status not in (408, 429),
+        )
+    content_type = response.headers.get("content-type", "")
+    parsed: Any = None
+    if body and not truncated and _is_json(content_type):
+        try:
+            parsed = json.loads(body, parse_constant=_no_constant)
+        except ValueError:
+            parsed = None
+    return {
+        "status": status,
+        "headers": {h: response.headers[h] for h in SELECTED_HEADERS if h in response.headers},
+        "json": parsed,
+        "text": _decode_text(response, body),
+    }
+
+
+# ------------------------------------------------------------------------------------- python
+
+
+def _import_function(name: Any) -> Callable[..., Any]:
+    """The function named ``package.module.qualname``; :class:`JobRejected` if there is none."""
+    if not isinstance(name, str) or not name:
+        raise _reject(
+            "python", "function is required: the 'package.module.function' to call, a string"
+        )
+    parts = name.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise _reject("python", f"function {name!r} must be a dotted 'package.module.function'")
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            missing = err.name or ""
+            if module_name == missing or module_name.startswith(missing + "."):
+                continue  # not a module: the name may be an attribute of a shorter prefix
+            raise _reject("python", f"cannot import module {module_name!r}: {err}") from None
+        except Exception as err:
+            raise _reject(
+                "python", f"cannot import module {module_name!r}: {type(err).__name__}: {err}"
+            ) from None
+        target: Any = module
+        for attr in parts[split:]:
+            try:
+                target = getattr(target, attr)
+            except AttributeError:
+                qualname = ".".join(parts[split:])
+                raise _reject(
+                    "python", f"module {module_name!r} has no function {qualname!r}"
+                ) from None
+        if (
+            inspect.isclass(target)
+            or inspect.ismodule(target)
+            or inspect.isbuiltin(target)
+            or not callable(target)
+        ):
+            raise _reject("python", f"{name!r} is not a Python function")
+        function: Callable[..., Any] = target
+        return function
+    raise _reject("python", f"no module found for function {name!r}")
+
+
+async def python(ctx: Context) -> Any:
+    """Call the function named by ``function`` with the context and return its result."""
+    function = _import_function(ctx.input.get("function"))
+    return await _call(function, ctx)
+
+
+# ---------------------------------------------------------------------------------- test kinds
 
 
 async def noop(ctx: Context) -> Any:
@@ -33,6 +701,10 @@ async def fail(ctx: Context) -> Any:
 
 
 KINDS: dict[str, Callable[[Context], Awaitable[Any]]] = {
+    "shell": shell,
+    "http": http,
+    "python": python,
     "noop": noop,
     "fail": fail,
 }
+"""The built-in kinds the execute and rollback activities run, by name."""
