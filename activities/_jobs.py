@@ -316,8 +316,8 @@ class JobActivities:
         return JobResult(output=output, report=ctx._report)
 
     @activity.defn(name=ACTIVITY_ROLLBACK)
-    async def rollback(self, inp: RollbackInput) -> bool:
-        """Run one attempt of a job's rollback."""
+    async def rollback(self, inp: RollbackInput) -> AttemptReport:
+        """Run one attempt of a job's rollback; its report keeps a process's exit and output."""
         ctx = RollbackContext(
             run_id=inp.run_id,
             action=inp.action,
@@ -343,7 +343,7 @@ class JobActivities:
                 "rollback attempt failed", error_type=failure.type, error=failure.message
             )
             raise failure from None
-        return True
+        return ctx._report
 
     def _runner(self, call: CallSpec) -> Callable[..., Any]:
         """The function that runs ``call``: a registered Python function or a built-in kind."""

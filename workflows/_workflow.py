@@ -810,7 +810,7 @@ class ActionWorkflow:
             rollback.log.append(entry)
             try:
                 params = render(call.with_, self._context(instance.scope, instance.variables))
-                await workflow.execute_activity(
+                report = await workflow.execute_activity(
                     ACTIVITY_ROLLBACK,
                     RollbackInput(
                         run_id=self._status.run_id,
@@ -829,6 +829,7 @@ class ActionWorkflow:
                     start_to_close_timeout=timedelta(seconds=spec.timeout),
                     heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
                     retry_policy=_NO_RETRY,
+                    result_type=AttemptReport,
                     activity_id=f"rollback:{name}#{rollback.attempts}",
                     summary=f"{self._status.action} › rollback {name}"
                     + (f" (attempt {rollback.attempts})" if rollback.attempts > 1 else ""),
@@ -850,7 +851,7 @@ class ActionWorkflow:
                     await workflow.sleep(spec.rollback_retry.delay_before(failures))
                     continue
             else:
-                self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+                self._log_attempt(entry, report, JobState.COMPLETED, None)
                 rollback.state = job.state = JobState.ROLLED_BACK
                 rollback.error = None
                 return True
