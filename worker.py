@@ -4,8 +4,10 @@
 ``sternway demo``); ``run_worker`` runs one until SIGINT or SIGTERM, letting running jobs finish
 within a grace period. ``python worker.py`` and ``sternway worker`` both end up there.
 
-Actions: the shipped sample actions, plus every module named in ``STERNWAY_MODULES``
-(comma-separated) that holds ``Action`` objects (or an ``ACTIONS`` list of them).
+Actions: the shipped sample actions, every module named in ``STERNWAY_MODULES``
+(comma-separated) that holds ``Action`` objects (or an ``ACTIONS`` list of them), and the YAML
+runbooks of every folder in ``STERNWAY_ACTIONS_PATH`` (``os.pathsep``-separated; when it is unset,
+the ``actions/`` folder shipped next to this file).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -30,10 +33,11 @@ from activities import JobActivities
 from activities.site import deploy_site
 from workflows import ActionWorkflow
 from workflows._actions import Action, Registry
+from workflows._runbook import load_folder
 from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE
 
-__all__ = ["configure_logging", "create_worker", "load_registry", "run_worker"]
+__all__ = ["actions_folders", "configure_logging", "create_worker", "load_registry", "run_worker"]
 
 # Models and job code are deterministic or never run in workflow code: importing them once,
 # outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
@@ -84,8 +88,31 @@ def _actions_in(module_name: str) -> Iterable[Action]:
     return [value for value in vars(module).values() if isinstance(value, Action)]
 
 
-def load_registry(modules: Iterable[str] | None = None) -> Registry:
-    """The built-in actions and those of ``modules`` (default: ``STERNWAY_MODULES``)."""
+def actions_folders() -> list[Path]:
+    """The folders of YAML runbooks: ``STERNWAY_ACTIONS_PATH``, or the shipped ``actions/``."""
+    configured = os.environ.get("STERNWAY_ACTIONS_PATH")
+    if configured is None:
+        shipped = Path(__file__).resolve().parent / "actions"
+        return [shipped] if shipped.is_dir() else []
+    return [Path(p) for p in configured.split(os.pathsep) if p.strip()]
+
+
+def _source_of(action: Action) -> str:
+    """Where an action was defined, for error messages."""
+    if action.source:
+        return action.source
+    modules = sorted({job.execute.__module__ for job in action.jobs})
+    return f"Python module {', '.join(modules)}" if modules else "Python code"
+
+
+def load_registry(
+    modules: Iterable[str] | None = None, folders: Iterable[str | Path] | None = None
+) -> Registry:
+    """The built-in actions, those of ``modules`` (default: ``STERNWAY_MODULES``) and the YAML
+    runbooks in ``folders`` (default: :func:`actions_folders`).
+
+    An action name defined twice is a :class:`SpecError` that names both definitions.
+    """
     if modules is None:
         modules = [
             m.strip() for m in os.environ.get("STERNWAY_MODULES", "").split(",") if m.strip()
@@ -95,6 +122,14 @@ def load_registry(modules: Iterable[str] | None = None) -> Registry:
     for action in [*BUILTIN_ACTIONS, *(a for m in modules for a in _actions_in(m))]:
         if id(action) not in seen:
             seen.add(id(action))
+            registry.add(action)
+    for folder in actions_folders() if folders is None else folders:
+        for action in load_folder(folder):
+            if action.name in registry:
+                other = _source_of(registry.get(action.name))
+                raise SpecError(
+                    f"action {action.name!r} is defined twice: in {action.source} and in {other}"
+                )
             registry.add(action)
     return registry
 

@@ -262,11 +262,15 @@ def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> d
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ArgsError(f"--arg {pair!r} is not of the form key=value")
+        if key in action.static:
+            raise ArgsError(f"arg {key!r} of {action.name!r} is static: it cannot be set")
         if key not in properties:
             known = ", ".join(properties) or "none"
             raise ArgsError(f"unknown arg {key!r} for action {action.name!r} (args: {known})")
         args[key] = _typed(key, value, properties[key])
     unknown = [key for key in args if key not in properties]
+    if unknown and unknown[0] in action.static:
+        raise ArgsError(f"arg {unknown[0]!r} of {action.name!r} is static: it cannot be set")
     if unknown:
         known = ", ".join(properties) or "none"
         raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
@@ -305,9 +309,14 @@ def _time_arg(value: str | None, option: str) -> datetime | None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_command
 async def actions(session: Session, as_json: bool) -> int:
-    """List the registered actions and their args."""
+    """List the registered actions (Python and YAML runbooks) and their args."""
     listed = [
-        {"name": a.name, "description": a.description, "args": _args_of(a)}
+        {
+            "name": a.name,
+            "description": a.description,
+            "args": _args_of(a),
+            "source": a.source,
+        }
         for a in session.registry
     ]
     if as_json:
@@ -316,14 +325,14 @@ async def actions(session: Session, as_json: bool) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("action", "args", "description"):
+    for column in ("action", "args", "description", "source"):
         table.add_column(column, overflow="fold")
     for item in listed:
         args = ", ".join(
             f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a['default']!r}")
             for a in item["args"]
         )
-        table.add_row(item["name"], args, item["description"])
+        table.add_row(item["name"], args, item["description"], item["source"] or "Python")
     session.out.print(table)
     return 0
 
@@ -343,19 +352,53 @@ def _args_of(action: Action) -> list[dict[str, Any]]:
     ]
 
 
+def _is_runbook_path(text: str) -> bool:
+    return text.endswith((".yaml", ".yml")) or Path(text).is_file()
+
+
 @cli.command()
-@click.argument("action")
+@click.argument("action", metavar="ACTION|FILE.yaml")
 @click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
 @click.option("--args-file", type=click.Path(), help="a JSON or YAML object of args")
 @_command
 async def validate(
     session: Session, action: str, pairs: tuple[str, ...], args_file: str | None
 ) -> int:
-    """Check an action and its args; start nothing."""
-    found = session.registry.get(action)
-    parse_args(found, pairs, args_file)
-    session.out.print(f"{found.name}: the action and its args are valid")
+    """Check an action (or a runbook file) and its args; start nothing.
+
+    Given a file, the runbook is checked on its own, and its args too when some are given.
+    """
+    if not _is_runbook_path(action):
+        found = session.registry.get(action)
+        parse_args(found, pairs, args_file)
+        session.out.print(f"{found.name}: the action and its args are valid", markup=False)
+        return 0
+    from workflows._runbook import load_runbook
+
+    loaded = load_runbook(action)
+    _check_name_clash(session, loaded, action)
+    if pairs or args_file:
+        parse_args(loaded, pairs, args_file)
+        what = "the runbook and its args are valid"
+    else:
+        what = "the runbook is valid"
+    session.out.print(f"{action}: {loaded.name}: {what}", markup=False, soft_wrap=True)
     return 0
+
+
+def _check_name_clash(session: Session, loaded: Action, path: str) -> None:
+    """A runbook must not take the name of another registered action (it would not load)."""
+    try:
+        registry = session.registry
+    except SternwayError:
+        return  # another definition is broken: the worker will say so, this file is fine
+    if loaded.name not in registry:
+        return
+    other = registry.get(loaded.name)
+    same = other.source is not None and Path(other.source).resolve() == Path(path).resolve()
+    if not same:
+        where = other.source or "Python code"
+        raise SpecError(f"{path}: action {loaded.name!r} is already defined in {where}")
 
 
 @cli.command(name="submit")
@@ -557,6 +600,32 @@ async def resume(session: Session, run_id: str) -> int:
     """Resume a suspended run."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.resume()
+    return await _report(session, handle, result.message)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("job")
+@click.option("--token", help="the approval job's token (see `sternway status`)")
+@click.option("--comment", default="", help="a note kept with the approval")
+@_command
+async def approve(session: Session, run_id: str, job: str, token: str | None, comment: str) -> int:
+    """Approve the approval job JOB of a run; the run goes on."""
+    handle = RunHandle(await session.client(), run_id)
+    result = await handle.approve(job, token=token, comment=comment)
+    return await _report(session, handle, result.message)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("job")
+@click.option("--token", help="the approval job's token (see `sternway status`)")
+@click.option("--reason", default="", help="why, kept in the run's status")
+@_command
+async def reject(session: Session, run_id: str, job: str, token: str | None, reason: str) -> int:
+    """Reject the approval job JOB of a run: the job fails and the run rolls back."""
+    handle = RunHandle(await session.client(), run_id)
+    result = await handle.reject(job, token=token, reason=reason)
     return await _report(session, handle, result.message)
 
 

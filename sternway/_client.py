@@ -201,6 +201,20 @@ class RunHandle:
         """Resume a suspended run."""
         return await self._command("resume", {})
 
+    async def approve(
+        self, job: str, *, token: str | None = None, comment: str = ""
+    ) -> CommandResult:
+        """Approve the approval job ``job`` (with its ``token`` when the job requires one)."""
+        return await self._command(
+            "approve", {"job": job, "token": token or "", "comment": comment}
+        )
+
+    async def reject(
+        self, job: str, *, token: str | None = None, reason: str = ""
+    ) -> CommandResult:
+        """Reject the approval job ``job``: it fails, and the run rolls back."""
+        return await self._command("reject", {"job": job, "token": token or "", "comment": reason})
+
     async def _command(self, name: str, payload: Any) -> CommandResult:
         try:
             result: CommandResult = await self._handle.execute_update(
@@ -211,7 +225,10 @@ class RunHandle:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
                 raise CommandRefused(cause.message) from None
-            raise
+            # Any other failed update (e.g. a worker too old to know the command) is a refusal
+            # too: nothing changed in the run.
+            message = getattr(cause, "message", None) or str(cause or err)
+            raise CommandRefused(f"the run refused {name}: {message}") from None
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
