@@ -198,10 +198,15 @@ class Action:
         return revealed, masked
 
     def parse_args(self, data: Mapping[str, Any]) -> Any:
-        """The args as the action's model instance (or the plain dict when it has none)."""
+        """The args as the action's model instance (or the plain dict when it has none).
+
+        Static args are part of the run's args but not of the model callers fill in.
+        """
         if self.args_model is None:
             return dict(data)
-        return self.args_model.model_validate(dict(data))
+        return self.args_model.model_validate(
+            {key: value for key, value in data.items() if key not in self.static}
+        )
 
 
 def _reveal(value: Any) -> Any:
