@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from sternway import RunHandle, submit
 from starter._dev import port_open
+from sternway import RunHandle, submit
 from tests.cli import REPO, cli_env, sternway
 from tests.helpers import wait_for
 from worker import create_worker, load_registry
