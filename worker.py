@@ -37,7 +37,14 @@ from workflows._runbook import load_folder
 from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE
 
-__all__ = ["actions_folders", "configure_logging", "create_worker", "load_registry", "run_worker"]
+__all__ = [
+    "actions_folders",
+    "configure_logging",
+    "create_worker",
+    "load_registry",
+    "run_worker",
+    "workflow_runner",
+]
 
 # Models and job code are deterministic or never run in workflow code: importing them once,
 # outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
@@ -134,6 +141,17 @@ def load_registry(
     return registry
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox of every worker, with the model modules passed through.
+
+    Replaying histories (tests/test_replay.py) must use the same runner as the workers that
+    recorded them.
+    """
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
+    )
+
+
 def create_worker(
     client: Client,
     registry: Registry,
@@ -155,9 +173,7 @@ def create_worker(
         task_queue=task_queue,
         workflows=[ActionWorkflow],
         activities=[jobs.resolve, jobs.execute, jobs.rollback],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         max_heartbeat_throttle_interval=heartbeat_throttle,

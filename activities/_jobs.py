@@ -22,7 +22,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows._actions import Registry
+from workflows._actions import Registry, secrets_of
 from workflows.errors import ArgsError, JobError, JobRejected, SpecError
 from workflows.models import (
     ACTIVITY_EXECUTE,
@@ -38,6 +38,7 @@ from workflows.models import (
     ResolvedRun,
     ResolveInput,
     RollbackInput,
+    mask_secrets,
 )
 
 __all__ = ["JobActivities", "JobContext", "RollbackContext"]
@@ -64,6 +65,20 @@ class _Context:
         self.log = _log.bind(run_id=run_id, action=action, job=job, attempt=attempt)
         self._report = AttemptReport()
         self._loop = asyncio.get_running_loop()
+        # The run's secret arg values, once the args are parsed: what Sternway reports about
+        # the attempt (detail, output tails, error messages, its own log lines) never shows them.
+        self._secrets: list[str] = []
+
+    def mask(self, text: str) -> str:
+        """``text`` with the run's secret arg values replaced by ``**********``."""
+        masked: str = mask_secrets(text, self._secrets)
+        return masked
+
+    def _set_args(self, args: Any, secrets: list[str]) -> None:
+        """The parsed args, and the secrets the workflow named plus those the model marks."""
+        self.args = args
+        found = set(secrets) | set(secrets_of(args))
+        self._secrets = sorted(found, key=lambda text: (-len(text), text))
 
     @property
     def idempotency_key(self) -> str:
@@ -78,7 +93,7 @@ class _Context:
     def heartbeat(self) -> None:
         """Tell Temporal the job is alive (and learn of a cancel); safe from sync job threads."""
         details = {
-            "detail": self.detail,
+            "detail": None if self.detail is None else self.mask(self.detail),
             "rollback_data": self._report.rollback_data,
             "has_rollback_data": self._report.has_rollback_data,
         }
@@ -96,8 +111,8 @@ class _Context:
     ) -> None:
         """Record a process's exit code and output tails in this attempt's log entry."""
         self._report.exit_code = exit_code
-        self._report.stdout_tail = stdout_tail
-        self._report.stderr_tail = stderr_tail
+        self._report.stdout_tail = None if stdout_tail is None else self.mask(stdout_tail)
+        self._report.stderr_tail = None if stderr_tail is None else self.mask(stderr_tail)
 
 
 class JobContext(_Context):
@@ -219,19 +234,19 @@ def _failure(ctx: _Context, err: BaseException) -> ApplicationError:
         report.reason = Reason.REJECTED
         type_ = err.type if isinstance(err, JobError) else type(err).__name__
         return ApplicationError(
-            str(err), report.model_dump(mode="json"), type=type_, non_retryable=True
+            ctx.mask(str(err)), report.model_dump(mode="json"), type=type_, non_retryable=True
         )
     if isinstance(err, JobError):
         report.reason = Reason(err.reason)
         return ApplicationError(
-            err.message,
+            ctx.mask(err.message),
             report.model_dump(mode="json"),
             type=err.type,
             non_retryable=err.non_retryable,
         )
     if isinstance(err, ApplicationError):
         return ApplicationError(
-            err.message,
+            ctx.mask(err.message),
             report.model_dump(mode="json"),
             type=err.type or "ApplicationError",
             non_retryable=err.non_retryable,
@@ -239,7 +254,9 @@ def _failure(ctx: _Context, err: BaseException) -> ApplicationError:
     if isinstance(err, TimeoutError):
         report.reason = Reason.TIMEOUT
     return ApplicationError(
-        str(err) or type(err).__name__, report.model_dump(mode="json"), type=type(err).__name__
+        ctx.mask(str(err) or type(err).__name__),
+        report.model_dump(mode="json"),
+        type=type(err).__name__,
     )
 
 
@@ -298,7 +315,7 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx.args = self._args(inp.action, inp.args)
+                ctx._set_args(self._args(ctx, inp.action, inp.args), inp.secrets)
                 for ref in inp.pre:
                     replaced = await _call(self.registry.function(ref), ctx)
                     if replaced is not None:
@@ -333,7 +350,7 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx.args = self._args(inp.action, inp.args)
+                ctx._set_args(self._args(ctx, inp.action, inp.args), inp.secrets)
                 await _call(self._runner(inp.call), ctx)
         except BaseException as err:
             if not isinstance(err, Exception | asyncio.CancelledError):
@@ -356,8 +373,27 @@ class JobActivities:
         except KeyError:
             raise SpecError(f"job kind {call.kind!r} does not run in an activity") from None
 
-    def _args(self, action: str, args: dict[str, Any]) -> Any:
+    def _args(self, ctx: _Context, action: str, args: dict[str, Any]) -> Any:
+        """The run's args as the action's model, which job functions expect.
+
+        The args were validated when the run started, against the definition of that time. A
+        runbook edited or removed since then may not fit them any more; its built-in job kinds
+        take everything from their rendered ``with``, so such a job gets the run's args as a
+        plain dict instead of failing a run in flight. A Python action's functions need the
+        model, so for them a mismatch stays an error.
+        """
+        found = self.registry.get(action) if action in self.registry else None
+        if found is None:
+            ctx.log.warning("the run's action is no longer registered: args passed as a dict")
+            return dict(args)
         try:
-            return self.registry.get(action).parse_args(args)
+            return found.parse_args(args)
         except pydantic.ValidationError as err:
-            raise ArgsError(f"invalid args for {action!r}: {err.errors()[0]['msg']}") from None
+            if found.source is None:
+                message = err.errors()[0]["msg"]
+                raise ArgsError(f"invalid args for {action!r}: {message}") from None
+            ctx.log.warning(
+                "the runbook's args changed since the run started: args passed as a dict",
+                source=found.source,
+            )
+            return dict(args)

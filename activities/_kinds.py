@@ -377,7 +377,7 @@ async def shell(ctx: Context) -> Any:
             problem += f": {err.filename!r}"
         raise _bad_command(f"cannot start {command.argv[0]!r}: {problem}") from None
     pgid = transport.get_pid()
-    ctx.log.info("shell job started", pid=pgid, program=command.argv[0])
+    ctx.log.info("shell job started", pid=pgid, program=ctx.mask(command.argv[0]))
     reporter = asyncio.create_task(_report_progress(ctx, process.stdout))
     timed_out = False
     try:

@@ -81,8 +81,20 @@ class DevServer:
         return f"http://localhost:{self.ui_port}"
 
     @classmethod
-    async def ensure(cls, *, db: Path, port: int, ui_port: int, wait: float = 60.0) -> DevServer:
-        """Start a dev server, or reuse the one already listening on ``port``."""
+    async def ensure(
+        cls,
+        *,
+        db: Path,
+        port: int,
+        ui_port: int,
+        wait: float = 60.0,
+        ui_codec_endpoint: str | None = None,
+    ) -> DevServer:
+        """Start a dev server, or reuse the one already listening on ``port``.
+
+        ``ui_codec_endpoint`` is the remote codec the Web UI calls to show encrypted payloads
+        (``sternway codec-server``); it only applies to a server started here.
+        """
         server = cls(port=port, ui_port=ui_port, db=db)
         if port_open("127.0.0.1", port):
             return server
@@ -105,6 +117,8 @@ class DevServer:
             argv += ["--search-attribute", f"{name}=Keyword"]
         for pragma in SQLITE_PRAGMAS:
             argv += ["--sqlite-pragma", pragma]
+        if ui_codec_endpoint:
+            argv += ["--ui-codec-endpoint", ui_codec_endpoint]
         # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
         server.process = subprocess.Popen(  # noqa: ASYNC220 (spawning does not block)
             argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -28,13 +28,13 @@ import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from starter._render import print_json, progress_bar, run_summary, status_view
 from sternway._client import RunHandle, check_requestor, list_runs, retry, submit, ui_base
+from sternway.codec import CodecError, data_converter_from_env
 from workflows._actions import Action, Registry
 from workflows.errors import (
     ArgsError,
@@ -55,6 +55,7 @@ from workflows.models import (
 __all__ = ["cli", "main", "run"]
 
 EXIT_CODES: dict[type[SternwayError], int] = {
+    CodecError: 2,
     SpecError: 2,
     ArgsError: 2,
     RunNotFound: 3,
@@ -96,18 +97,25 @@ class Session:
 
 
 async def connect(*, runtime: Runtime | None = None, address: str | None = None) -> Client:
-    """A client from ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, profiles, TLS, API key)."""
+    """A client from ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, profiles, TLS, API key).
+
+    Its data converter is pydantic JSON, encrypted with the AES-GCM codec when a key is set in
+    ``STERNWAY_CODEC_KEYS`` or ``STERNWAY_CODEC_KEY_FILE`` (see :mod:`sternway.codec`). Every
+    client Sternway builds comes from here, so the CLI, the worker, ``dev`` and ``demo`` all
+    read and write the same payloads.
+    """
     try:
         config = ClientConfig.load_client_connect_config()
     except Exception as err:
         raise ArgsError(f"the Temporal client configuration is invalid: {err}") from None
+    converter = data_converter_from_env()
     if address:
         config["target_host"] = address
     config.setdefault("target_host", "localhost:7233")
     target = config["target_host"]
     try:
         return await asyncio.wait_for(
-            Client.connect(**config, data_converter=pydantic_data_converter, runtime=runtime),
+            Client.connect(**config, data_converter=converter, runtime=runtime),
             CONNECT_TIMEOUT,
         )
     except (TimeoutError, RuntimeError, RPCError) as err:
@@ -775,14 +783,25 @@ async def worker(
 @click.option("--db", default=".sternway/temporal.db", show_default=True, type=click.Path())
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--ui-codec-endpoint",
+    metavar="URL",
+    help="remote codec the Web UI uses to decrypt payloads (see `sternway codec-server`)",
+)
 @_command
-async def dev(session: Session, db: str, port: int, ui_port: int) -> int:
+async def dev(
+    session: Session, db: str, port: int, ui_port: int, ui_codec_endpoint: str | None
+) -> int:
     """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
     from starter._dev import DevServer, register_search_attributes
     from worker import configure_logging, run_worker
 
     configure_logging()
-    server = await DevServer.ensure(db=Path(db), port=port, ui_port=ui_port)
+    if ui_codec_endpoint and not ui_codec_endpoint.startswith(("http://", "https://")):
+        raise ArgsError(f"--ui-codec-endpoint {ui_codec_endpoint!r} must be an http(s) URL")
+    server = await DevServer.ensure(
+        db=Path(db), port=port, ui_port=ui_port, ui_codec_endpoint=ui_codec_endpoint
+    )
     try:
         client = await connect(address=server.address)
         await register_search_attributes(client)
@@ -791,6 +810,12 @@ async def dev(session: Session, db: str, port: int, ui_port: int) -> int:
             f"Web UI at {server.ui_url}, task queue {session.task_queue}",
             markup=False,
         )
+        if ui_codec_endpoint and server.process is None:
+            session.err.print(
+                "note: the server was already running, so --ui-codec-endpoint is not applied; "
+                "set the codec endpoint in the Web UI instead",
+                markup=False,
+            )
         await run_worker(client, session.registry, task_queue=session.task_queue)
     finally:
         server.stop()
@@ -836,3 +861,77 @@ async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
         return code
     finally:
         server.stop()
+
+
+@cli.command(name="codec-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="URL",
+    help="a Web UI origin allowed to call it, e.g. http://localhost:8233 (repeatable; * for any)",
+)
+@_command
+async def codec_server(
+    session: Session, host: str, port: int, cors_origins: tuple[str, ...]
+) -> int:
+    """Serve POST /encode and /decode for the Web UI's codec endpoint, until SIGINT/SIGTERM.
+
+    Uses the keys of STERNWAY_CODEC_KEYS or STERNWAY_CODEC_KEY_FILE. Whoever reaches it can read
+    every payload: keep it on loopback or behind your proxy's authentication.
+    """
+    import signal
+
+    from sternway.codec import (
+        KEY_FILE_ENV,
+        KEYS_ENV,
+        CodecConfigError,
+        codec_from_env,
+        make_codec_server,
+        serve_in_thread,
+    )
+
+    codec = codec_from_env()
+    if codec is None:
+        raise CodecConfigError(f"no codec key: set {KEYS_ENV} or {KEY_FILE_ENV}")
+    try:
+        server = make_codec_server(codec, host=host, port=port, cors_origins=cors_origins)
+    except OSError as err:
+        raise ArgsError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    bound_host, bound_port = server.server_address[:2]
+    serve_in_thread(server)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    session.err.print(
+        f"codec server at http://{bound_host!s}:{bound_port} "
+        f"(keys: {', '.join(codec.key_ids)}; encrypting with {codec.current})"
+        + (f"; CORS for {', '.join(cors_origins)}" if cors_origins else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(server.shutdown)
+        server.server_close()
+    return 0
+
+
+@cli.command(name="codec-key")
+@click.option("--id", "key_id", default=None, help="the key id (default: k<date>)")
+@_command
+async def codec_key(session: Session, key_id: str | None) -> int:
+    """Print a new random AES-256 key as id:base64, for STERNWAY_CODEC_KEYS."""
+    from sternway.codec import new_key, parse_keys
+
+    key_id = key_id or datetime.now(UTC).strftime("k%Y%m%d")
+    entry = f"{key_id}:{new_key()}"
+    parse_keys(entry, "--id")  # a bad id is refused here, not when the key is used
+    session.out.print(entry, markup=False, soft_wrap=True)
+    return 0

@@ -19,7 +19,7 @@ from pydantic_core import to_jsonable_python
 from workflows.errors import ArgsError, SpecError
 from workflows.models import CallSpec, JobSpec, Plan, ResolvedRun, RetrySpec, parse_duration
 
-__all__ = ["Action", "Job", "Registry", "Retry", "function_ref"]
+__all__ = ["Action", "Job", "Registry", "Retry", "function_ref", "secrets_of"]
 
 DurationLike = str | float | int | timedelta
 JobFunction = Callable[..., Any]
@@ -217,6 +217,31 @@ def _reveal(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_reveal(v) for v in value]
     return value
+
+
+def secrets_of(value: Any) -> list[str]:
+    """The values of every ``SecretStr``/``SecretBytes`` in ``value`` (an args model instance,
+    or dicts and lists of them), longest first: what job code sees and must never be shown."""
+    found: set[str] = set()
+
+    def walk(item: Any) -> None:
+        if isinstance(item, SecretStr | SecretBytes):
+            real = item.get_secret_value()
+            text = real.decode(errors="replace") if isinstance(real, bytes) else real
+            if text:
+                found.add(text)
+        elif isinstance(item, BaseModel):
+            for name in type(item).model_fields:
+                walk(getattr(item, name, None))
+        elif isinstance(item, dict):
+            for child in item.values():
+                walk(child)
+        elif isinstance(item, list | tuple | set | frozenset):
+            for child in item:
+                walk(child)
+
+    walk(value)
+    return sorted(found, key=lambda text: (-len(text), text))
 
 
 def _first_error(err: Exception) -> str:

@@ -69,7 +69,9 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
+        masked_status,
         parse_duration,
+        secret_values,
     )
 
 __all__ = ["ActionWorkflow"]
@@ -185,6 +187,8 @@ class ActionWorkflow:
         )
         self._plan: Plan | None = None
         self._args: dict[str, Any] = {}
+        # Secret arg values: jobs get them, but status (and so the result) never shows them.
+        self._secrets: list[str] = []
         self._requestor: str | None = None
         self._jobs: dict[str, JobStatus] = {}
         self._instances: dict[str, _Instance] = {}
@@ -251,6 +255,7 @@ class ActionWorkflow:
         plan = resolved.plan
         self._plan = plan
         self._args = resolved.args
+        self._secrets = secret_values(resolved.args, resolved.masked_args)
         self._status.args = resolved.masked_args
         root = _Scope("", plan.jobs, {}, None)
         self._add_entries(root)
@@ -626,6 +631,7 @@ class ActionWorkflow:
                 deps={dep: self._jobs[scope.prefix + dep].output for dep in spec.after},
                 rollback_data=data,
                 has_rollback_data=has_data,
+                secrets=self._secrets,
             ),
             result_type=JobResult,
             task_queue=spec.task_queue,
@@ -824,6 +830,7 @@ class ActionWorkflow:
                         error=job.error,
                         rollback_data=data,
                         has_rollback_data=has_data,
+                        secrets=self._secrets,
                     ),
                     task_queue=spec.task_queue,
                     start_to_close_timeout=timedelta(seconds=spec.timeout),
@@ -883,15 +890,16 @@ class ActionWorkflow:
         self._status.finished_at = workflow.now()
         self._set_state(state)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        final = self.status()
         if state == RunState.COMPLETED:
-            return self.status()
-        message = error.message if error else state.value
+            return final
+        message = final.error.message if final.error else state.value
         if state == RunState.STOPPED and self._cancel_requested:
             raise CancelledError(message)
         kinds = {RunState.FAILED: "RunFailed", RunState.STOPPED: "RunStopped"}
         # The final status rides in the failure so it can be read with no worker running.
         raise ApplicationError(
-            message, self.status(), type=kinds.get(state, "RollbackFailed"), non_retryable=True
+            message, final, type=kinds.get(state, "RollbackFailed"), non_retryable=True
         )
 
     def _set_state(self, state: RunState) -> None:
@@ -1094,9 +1102,13 @@ class ActionWorkflow:
 
     @workflow.query(name="status")
     def status(self) -> RunStatus:
-        """The status JSON of the run; also answered on closed runs."""
+        """The status JSON of the run; also answered on closed runs.
+
+        Secret arg values are masked wherever they show (outputs, details, output tails, error
+        messages): a copy is masked, the run's own state keeps the real values for its jobs.
+        """
         self._status.progress = self._progress()
-        return self._status
+        return masked_status(self._status, self._secrets)
 
 
 def _refuse(refusal: str | None) -> None:

@@ -10,6 +10,7 @@ Nothing here does I/O: the module is passed through the workflow sandbox.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ __all__ = [
     "ACTIVITY_ROLLBACK",
     "DEFAULT_TASK_QUEUE",
     "JOB_KINDS",
+    "MASK",
     "MAX_OUTPUT_BYTES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
@@ -56,7 +58,10 @@ __all__ = [
     "RunStatus",
     "StopCommand",
     "SuspendCommand",
+    "mask_secrets",
+    "masked_status",
     "parse_duration",
+    "secret_values",
 ]
 
 DEFAULT_TASK_QUEUE = "sternway"
@@ -68,6 +73,9 @@ ACTIVITY_ROLLBACK = "sternway.rollback"
 # A job output is kept in history and in every status answer; 256 KiB keeps a run far below
 # Temporal's 2 MiB payload limit even with several large outputs.
 MAX_OUTPUT_BYTES = 256 * 1024
+
+MASK = "**********"
+"""What a secret looks like wherever Sternway shows it (pydantic's mask for ``SecretStr``)."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -395,6 +403,9 @@ class JobInput(_Model):
     deps: dict[str, Any] = Field(default_factory=dict)
     rollback_data: Any = None
     has_rollback_data: bool = False
+    # The run's secret arg values, so that what the attempt reports can mask them whatever the
+    # action's definition is now (it may have changed since the run started).
+    secrets: list[str] = Field(default_factory=list)
 
 
 class JobResult(_Model):
@@ -418,6 +429,7 @@ class RollbackInput(_Model):
     error: ErrorInfo | None = None
     rollback_data: Any = None
     has_rollback_data: bool = False
+    secrets: list[str] = Field(default_factory=list)
 
 
 class AttemptLog(_Model):
@@ -514,3 +526,75 @@ class CommandResult(_Model):
 
     state: RunState
     message: str = ""
+
+
+# ------------------------------------------------------------------------------- secrets
+
+
+def secret_values(revealed: Any, masked: Any) -> list[str]:
+    """The secrets of a run: the strings of ``revealed`` args that ``masked`` shows as MASK.
+
+    Longest first, so that masking a secret never leaves a piece of a longer one showing.
+    """
+    found: set[str] = set()
+
+    def walk(real: Any, shown: Any) -> None:
+        if shown == MASK and isinstance(real, str):
+            if real and real != MASK:
+                found.add(real)
+        elif isinstance(real, dict) and isinstance(shown, dict):
+            for key, value in real.items():
+                if key in shown:
+                    walk(value, shown[key])
+        elif isinstance(real, list) and isinstance(shown, list) and len(real) == len(shown):
+            for value, hidden in zip(real, shown, strict=True):
+                walk(value, hidden)
+
+    walk(revealed, masked)
+    return sorted(found, key=lambda text: (-len(text), text))
+
+
+def mask_secrets(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` with every occurrence of each of ``secrets`` in its strings (and mapping keys)
+    replaced by MASK; ``value`` itself is left unchanged."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {mask_secrets(k, secrets): mask_secrets(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(item, secrets) for item in value]
+    return value
+
+
+def masked_status(status: RunStatus, secrets: Sequence[str]) -> RunStatus:
+    """A copy of ``status`` in which no secret shows: in outputs, details, output tails and error
+    messages (args are masked already). Names and times are left as they are."""
+    if not secrets:
+        return status
+    view = status.model_copy(deep=True)
+
+    def error(info: ErrorInfo | None) -> None:
+        if info is not None:
+            info.message = mask_secrets(info.message, secrets)
+
+    def log(entries: list[AttemptLog]) -> None:
+        for entry in entries:
+            entry.stdout_tail = mask_secrets(entry.stdout_tail, secrets)
+            entry.stderr_tail = mask_secrets(entry.stderr_tail, secrets)
+            error(entry.error)
+
+    error(view.error)
+    for job in view.jobs:
+        job.output = mask_secrets(job.output, secrets)
+        job.detail = mask_secrets(job.detail, secrets)
+        error(job.error)
+        log(job.log)
+        if job.rollback is not None:
+            error(job.rollback.error)
+            log(job.rollback.log)
+    return view

@@ -1,0 +1,41 @@
+"""Deliberately non-deterministic variants of the action workflow, for tests/test_replay.py.
+
+Each is a change a developer could plausibly make to ``workflows/_workflow.py``; replaying the
+recorded histories with it must fail with a ``NondeterminismError`` (this module is imported in
+the workflow sandbox, so it imports nothing but the workflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from temporalio import workflow
+from temporalio.common import RawValue
+
+from workflows._workflow import ActionWorkflow
+from workflows.models import RunStatus
+
+
+@workflow.defn(dynamic=True)
+class ExtraTimerWorkflow(ActionWorkflow):
+    """Waits a moment before it starts: a timer that no recorded history has."""
+
+    @workflow.run
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+        """Sleep, then run as usual."""
+        await workflow.sleep(0.01)
+        return await super().run(raw)
+
+
+@workflow.defn(dynamic=True)
+class OldestFirstRollbackWorkflow(ActionWorkflow):
+    """Rolls jobs back oldest first: the rollback activities come in another order."""
+
+    @workflow.run
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+        """Run as usual."""
+        return await super().run(raw)
+
+    async def _rollback_all(self) -> None:
+        self._start_order.reverse()
+        await super()._rollback_all()
