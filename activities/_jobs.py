@@ -298,7 +298,7 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx.args = self._args(inp.action, inp.args)
+                ctx.args = self._args(inp.action, inp.args) if inp.call.kind == "python" else None
                 for ref in inp.pre:
                     replaced = await _call(self.registry.function(ref), ctx)
                     if replaced is not None:
@@ -333,7 +333,7 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx.args = self._args(inp.action, inp.args)
+                ctx.args = self._args(inp.action, inp.args) if inp.call.kind == "python" else None
                 await _call(self._runner(inp.call), ctx)
         except BaseException as err:
             if not isinstance(err, Exception | asyncio.CancelledError):
