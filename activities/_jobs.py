@@ -315,7 +315,10 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx._set_args(self._args(ctx, inp.action, inp.args), inp.secrets)
+                # Only Python functions read the run's args (built-in kinds get theirs through
+                # their rendered ``with``); the secrets come from the workflow either way.
+                args = self._args(ctx, inp.action, inp.args) if inp.call.kind == "python" else None
+                ctx._set_args(args, inp.secrets)
                 for ref in inp.pre:
                     replaced = await _call(self.registry.function(ref), ctx)
                     if replaced is not None:
@@ -350,7 +353,10 @@ class JobActivities:
         )
         try:
             async with _heartbeating(ctx):
-                ctx._set_args(self._args(ctx, inp.action, inp.args), inp.secrets)
+                # Only Python functions read the run's args (built-in kinds get theirs through
+                # their rendered ``with``); the secrets come from the workflow either way.
+                args = self._args(ctx, inp.action, inp.args) if inp.call.kind == "python" else None
+                ctx._set_args(args, inp.secrets)
                 await _call(self._runner(inp.call), ctx)
         except BaseException as err:
             if not isinstance(err, Exception | asyncio.CancelledError):

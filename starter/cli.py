@@ -32,8 +32,16 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from starter._render import print_json, progress_bar, run_summary, status_view
-from sternway._client import RunHandle, check_requestor, list_runs, retry, submit, ui_base
+from starter._render import print_json, progress_bar, status_view
+from sternway._client import (
+    RunHandle,
+    check_requestor,
+    check_run_id,
+    list_runs,
+    retry,
+    submit,
+    ui_base,
+)
 from sternway.codec import CodecError, data_converter_from_env
 from workflows._actions import Action, Registry
 from workflows.errors import (
@@ -47,6 +55,7 @@ from workflows.errors import (
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
     TERMINAL_RUN_STATES,
+    CommandResult,
     RunState,
     RunStatus,
     parse_duration,
@@ -142,6 +151,11 @@ def _exit_code(err: SternwayError) -> int:
 async def run(argv: Sequence[str] | None = None, *, client: Client | None = None) -> int:
     """Run the CLI on ``argv`` and return its exit code (never exits the process)."""
     session = Session(client)
+
+    def fail(message: str, code: int) -> int:
+        session.err.print(f"error: {message}", style="red", markup=False, soft_wrap=True)
+        return code
+
     try:
         result = cli.main(
             args=list(sys.argv[1:] if argv is None else argv),
@@ -156,33 +170,25 @@ async def run(argv: Sequence[str] | None = None, *, client: Client | None = None
         return err.exit_code
     except click.UsageError as err:
         command = err.ctx.command_path if err.ctx else "sternway"
-        session.err.print(
-            f"error: {err.format_message()}\nsee: {command} --help",
-            style="red",
-            markup=False,
-            soft_wrap=True,
-        )
-        return 2
+        return fail(f"{err.format_message()}\nsee: {command} --help", 2)
     except click.ClickException as err:
-        session.err.print(
-            f"error: {err.format_message()}", style="red", markup=False, soft_wrap=True
-        )
-        return 2
+        return fail(err.format_message(), 2)
     except click.Abort:
         return 130
     except SternwayError as err:
-        session.err.print(f"error: {err}", style="red", markup=False, soft_wrap=True)
-        return _exit_code(err)
+        return fail(str(err), _exit_code(err))
     except RPCError as err:
         if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-            session.err.print(
-                f"error: Temporal is unreachable: {err}", style="red", markup=False, soft_wrap=True
-            )
-            return 4
-        session.err.print(
-            f"error: Temporal refused the request: {err}", style="red", markup=False, soft_wrap=True
+            return fail(f"Temporal is unreachable: {err}", 4)
+        return fail(f"Temporal refused the request: {err}", 1)
+    except Exception as err:
+        if os.environ.get("STERNWAY_DEBUG"):
+            raise
+        return fail(
+            f"unexpected {type(err).__name__}: {err}\n"
+            "(a bug in Sternway: STERNWAY_DEBUG=1 shows the traceback)",
+            1,
         )
-        return 1
 
 
 def main(argv: Sequence[str] | None = None, *, client: Client | None = None) -> NoReturn:
@@ -438,6 +444,8 @@ async def submit_command(
     found = session.registry.get(action)
     args = parse_args(found, pairs, args_file)
     requestor = check_requestor(requestor or getpass.getuser())
+    if run_id is not None:
+        check_run_id(run_id)
     start_delay = _duration(delay, "--delay")
     run_timeout = _duration(timeout, "--timeout")
     client = await session.client()
@@ -455,19 +463,20 @@ async def submit_command(
     )
     if wait:
         return await _watch(session, handle, as_json=as_json)
-    status = await handle.status()
+    # From visibility, not the status query: a run is submitted even with no worker running.
+    state = await handle.state()
     if as_json:
         print_json(
             session.out,
             {
                 "run_id": handle.run_id,
                 "action": found.name,
-                "state": status.state.value,
+                "state": state,
                 "ui_url": handle.ui_url,
             },
         )
     else:
-        session.out.print(run_summary(status))
+        session.out.print(f"{handle.run_id}  {found.name}  {state}  by {requestor}", markup=False)
         if handle.ui_url:
             session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
     return 0
@@ -570,9 +579,10 @@ async def logs(session: Session, run_id: str, job: str | None) -> int:
     return 0
 
 
-async def _report(session: Session, handle: RunHandle, message: str) -> int:
-    current = await handle.status()
-    session.out.print(f"{handle.run_id}: {message}; the run is {current.state.value}", markup=False)
+async def _report(session: Session, handle: RunHandle, result: CommandResult) -> int:
+    session.out.print(
+        f"{handle.run_id}: {result.message}; the run is {result.state.value}", markup=False
+    )
     if handle.ui_url:
         session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
     return 0
@@ -587,7 +597,7 @@ async def stop(session: Session, run_id: str, no_rollback: bool, reason: str) ->
     """Stop a run: cancel running jobs, then roll back (unless --no-rollback)."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.stop(rollback=not no_rollback, reason=reason)
-    return await _report(session, handle, result.message)
+    return await _report(session, handle, result)
 
 
 @cli.command()
@@ -598,7 +608,7 @@ async def suspend(session: Session, run_id: str, now: bool) -> int:
     """Suspend a run: start no new jobs until resumed."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.suspend(now=now)
-    return await _report(session, handle, result.message)
+    return await _report(session, handle, result)
 
 
 @cli.command()
@@ -608,7 +618,7 @@ async def resume(session: Session, run_id: str) -> int:
     """Resume a suspended run."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.resume()
-    return await _report(session, handle, result.message)
+    return await _report(session, handle, result)
 
 
 @cli.command()
@@ -621,7 +631,7 @@ async def approve(session: Session, run_id: str, job: str, token: str | None, co
     """Approve the approval job JOB of a run; the run goes on."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.approve(job, token=token, comment=comment)
-    return await _report(session, handle, result.message)
+    return await _report(session, handle, result)
 
 
 @cli.command()
@@ -634,7 +644,7 @@ async def reject(session: Session, run_id: str, job: str, token: str | None, rea
     """Reject the approval job JOB of a run: the job fails and the run rolls back."""
     handle = RunHandle(await session.client(), run_id)
     result = await handle.reject(job, token=token, reason=reason)
-    return await _report(session, handle, result.message)
+    return await _report(session, handle, result)
 
 
 @cli.command(name="retry")
@@ -810,6 +820,11 @@ async def dev(
             f"Web UI at {server.ui_url}, task queue {session.task_queue}",
             markup=False,
         )
+        if ui_port != port + 1000:
+            session.err.print(
+                f"for Web UI links in other terminals: export STERNWAY_UI_URL={server.ui_url}",
+                markup=False,
+            )
         if ui_codec_endpoint and server.process is None:
             session.err.print(
                 "note: the server was already running, so --ui-codec-endpoint is not applied; "

@@ -145,6 +145,19 @@ class RunHandle:
                 return RunStatus.model_validate(cause.details[0])
         return None
 
+    async def state(self) -> str:
+        """The run's state as visibility knows it (``SternwayState``); needs no worker.
+
+        A run Temporal closed by itself (terminated, timed out) shows Temporal's status.
+        """
+        try:
+            description = await self._handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+        return _state_of(description.status, description.typed_search_attributes.get(STATE_KEY))
+
     async def live_details(self) -> dict[str, str]:
         """The live ``detail`` line of each running job, from the run's pending activities."""
         try:
@@ -359,6 +372,16 @@ class RunSummary(BaseModel):
     ui_url: str | None
 
 
+_CLOSED_BY_TEMPORAL = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)
+
+
+def _state_of(status: WorkflowExecutionStatus | None, state: str | None) -> str:
+    """A run's state: ``SternwayState``, unless Temporal itself ended the run."""
+    if status in _CLOSED_BY_TEMPORAL and status is not None:
+        return status.name
+    return state or RunState.PENDING.value
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -401,7 +424,7 @@ async def list_runs(
         RunSummary(
             run_id=w.id,
             action=w.workflow_type,
-            state=w.typed_search_attributes.get(STATE_KEY),
+            state=_state_of(w.status, w.typed_search_attributes.get(STATE_KEY)),
             requestor=w.typed_search_attributes.get(REQUESTOR_KEY),
             started_at=w.start_time,
             finished_at=w.close_time,

@@ -30,6 +30,7 @@ class Script(BaseModel):
     sleep: dict[str, float] = Field(default_factory=dict)  # seconds on every attempt
     save: list[str] = Field(default_factory=list)  # save rollback data before running
     none_output: list[str] = Field(default_factory=list)
+    big_output: list[str] = Field(default_factory=list)  # return more than the output limit
     rollback_fail: list[str] = Field(default_factory=list)
 
 
@@ -59,6 +60,8 @@ async def step(ctx: JobContext) -> Any:
     EVENTS[ctx.run_id].append(("done", job, ctx.attempt))
     if job in script.none_output:
         return None
+    if job in script.big_output:
+        return {"blob": "x" * 300_000}
     return {"job": job, "attempt": ctx.attempt, "deps": sorted(ctx.deps)}
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from sternway import RunHandle
 from tests.cli import Result, cli_env, sternway
 from tests.conftest import WorkerFactory
 from tests.helpers import until_started
@@ -177,6 +179,24 @@ async def test_retry_creates_a_linked_run(
     description = await dev_env.client.get_workflow_handle(new_id).describe()
     assert (await description.memo())["retry_of"] == run_id
     assert plain.code == 0 and plain.json()["run_id"] not in (run_id, new_id)
+
+
+async def test_delayed_run_is_pending_until_it_starts(
+    dev_env: WorkflowEnvironment, worker_for: WorkerFactory, env: dict[str, str]
+) -> None:
+    submitted_at = datetime.now(UTC)
+    async with worker_for(dev_env.client):
+        submitted = await sternway(
+            env, "submit", "test-chain3", "--delay", "3s", "--priority", "2", "--json"
+        )
+        assert submitted.code == 0, submitted.err
+        assert submitted.json()["state"] == "PENDING"
+        run_id = submitted.json()["run_id"]
+        watched = await sternway(env, "watch", run_id)
+    assert watched.code == 0 and "COMPLETED" in watched.out
+    status = await RunHandle(dev_env.client, run_id).status()
+    first = status.job("j1").started_at
+    assert first is not None and (first - submitted_at).total_seconds() >= 2.5
 
 
 async def test_same_id_twice_is_one_run(

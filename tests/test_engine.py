@@ -277,6 +277,18 @@ async def test_none_output_is_rejected(
     assert "returned None" in j1.error.message
 
 
+async def test_oversized_output_is_rejected(
+    dev_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
+) -> None:
+    async with worker_for(dev_env.client):
+        handle, _ = await run_to_end(dev_env, task_queue, "test-chain3", {"big_output": ["j1"]})
+        status = await handle.status()
+    j1 = status.job("j1")
+    assert status.state == "FAILED" and j1.attempts == 1
+    assert j1.error is not None and j1.error.type == "OutputTooLarge"
+    assert "more than the limit" in j1.error.message
+
+
 async def test_hooks_and_reused_job(
     dev_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
 ) -> None:

@@ -111,6 +111,24 @@ async def test_demo_runs_a_sample_action_to_completion(tmp_path: Path) -> None:
     assert not port_open("127.0.0.1", port)  # the demo stopped the server it started
 
 
+async def test_demo_reuses_a_running_dev_server(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    env = cli_env(f"localhost:{port}", "sternway")
+    db = str(tmp_path / "shared.db")
+    dev = await spawn(env, "dev", "--db", db, "--port", str(port), "--ui-port", str(ui_port))
+    try:
+        await until_http(f"http://127.0.0.1:{ui_port}/")
+        demo = await sternway(
+            env, "demo", "--db", db, "--port", str(port), "--ui-port", str(ui_port), timeout=120
+        )
+        assert demo.code == 0, demo.out + demo.err
+        assert port_open("127.0.0.1", port)  # the demo left the server it found running
+    finally:
+        dev.send_signal(signal.SIGINT)
+        await asyncio.wait_for(dev.communicate(), 30)
+    assert dev.returncode == 0
+
+
 async def test_dev_serves_the_web_ui_and_runs_actions_until_ctrl_c(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     env = cli_env(f"localhost:{port}", "sternway")

@@ -307,6 +307,7 @@ class EachFormat(_Format):
     items: Any
     as_: str = Field(default="item", alias="as")
     concurrency: int = Field(default=1, ge=1)
+    chunk_size: int = Field(default=500, ge=2, le=1000)
 
 
 class JobFormat(_Format):
@@ -1074,7 +1075,9 @@ class _Compiler:
             )
         if each.as_ in ROOTS or each.as_ in _JINJA_WORDS:
             raise _Invalid((*path, "as"), f"{each.as_!r} is reserved: choose another name")
-        return EachSpec(items=items, as_=each.as_, concurrency=each.concurrency)
+        return EachSpec(
+            items=items, as_=each.as_, concurrency=each.concurrency, chunk_size=each.chunk_size
+        )
 
     def condition(self, value: Any, path: FieldPath, names: frozenset[str]) -> str | None:
         if value is None:

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
         ACTIVITY_ROLLBACK,
+        CHUNK_WORKFLOW,
         SEARCH_ATTRIBUTE_REQUESTOR,
         SEARCH_ATTRIBUTE_STATE,
         TERMINAL_RUN_STATES,
@@ -49,6 +50,10 @@ with workflow.unsafe.imports_passed_through():
         AttemptLog,
         AttemptReport,
         CallSpec,
+        ChunkFinish,
+        ChunkInput,
+        ChunkResult,
+        ChunkSummary,
         CommandResult,
         ErrorInfo,
         JobInput,
@@ -86,6 +91,9 @@ _INFRA_WAIT = timedelta(seconds=1)
 _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
 _ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,40}$")
 _TEMPORAL_CANCEL = "cancel requested through Temporal"
+# An each over more than each.chunk_size items runs in child workflows of that many items, this
+# many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
+_FANOUT_PARALLEL = 4
 
 
 class _Failure:
@@ -206,12 +214,24 @@ class ActionWorkflow:
         self._rollback_failed: str | None = None
         self._tick = 0
         self._timers: set[asyncio.Task[None]] = set()
+        # Fan-out: the chunk this run is (if it is one), and the chunks this run started.
+        self._chunk: ChunkInput | None = None
+        self._chunk_finish: ChunkFinish | None = None
+        self._chunks: dict[str, list[workflow.ChildWorkflowHandle[Any, ChunkResult]]] = {}
+        self._chunk_owner: dict[str, tuple[_Scope, JobSpec]] = {}
+        self._chunk_done: dict[str, ChunkSummary] = {}
+        self._chunk_results: dict[str, ChunkResult] = {}
+        self._signals: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------------------------- run
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
         """Run the action to a terminal state; the result is the final status."""
+        if workflow.info().workflow_type == CHUNK_WORKFLOW:
+            return await self._run_chunk(
+                workflow.payload_converter().from_payload(raw[0].payload, ChunkInput)
+            )
         try:
             inp = (
                 workflow.payload_converter().from_payload(raw[0].payload, RunInput)
@@ -243,13 +263,45 @@ class ActionWorkflow:
             return await self._finish()
         root = self._start(resolved, inp)
         await self._run_scope(root)
+        await self._wait_for_chunks()
         halted_with_rollback = self._failure is not None or (
             self._stop is not None and self._stop.rollback
         )
         # A group's rollback that failed for good already halted all undoing.
         if halted_with_rollback and self._rollback_failed is None:
             await self._shielded(asyncio.create_task(self._rollback_all()))
+        await self._shielded(asyncio.create_task(self._release_chunks()))
         return await self._finish()
+
+    async def _run_chunk(self, inp: ChunkInput) -> ChunkResult:
+        """Run one slice of a large ``each`` for the parent run, then undo it or not, as told."""
+        self._chunk = inp
+        # Its jobs belong to the parent run: they see its id (and idempotency keys use it).
+        self._status.run_id = inp.parent_run_id
+        self._status.action = inp.action
+        self._args, self._status.args, self._requestor = inp.args, inp.masked_args, inp.requestor
+        # Computed as the parent does: the chunk's status and job inputs mask the same secrets.
+        self._secrets = secret_values(inp.args, inp.masked_args)
+        root = _Scope(inp.prefix, [inp.job], inp.variables, None)
+        self._add_entries(root)
+        self._set_state(RunState.RUNNING)
+        await self._run_scope(root)
+        instances = [f"{inp.prefix}{inp.job.name}[{key}]" for key in inp.keys]
+        summary = ChunkSummary(
+            chunk=workflow.info().workflow_id,
+            completed=sum(
+                1 for n in instances if n in self._jobs and self._jobs[n].state in _DONE_STATES
+            ),
+            total=len(instances),
+            error=self._failure,
+        )
+        parent = workflow.get_external_workflow_handle(inp.parent_run_id)
+        await parent.signal("sternway.chunk_done", summary)
+        await self._wait(lambda: self._chunk_finish is not None)
+        if self._chunk_finish is not None and self._chunk_finish.rollback:
+            await self._shielded(asyncio.create_task(self._rollback_all()))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return ChunkResult(rollback_failed=self._rollback_failed, error=self._failure)
 
     def _start(self, resolved: ResolvedRun, inp: RunInput) -> _Scope:
         plan = resolved.plan
@@ -338,7 +390,7 @@ class ActionWorkflow:
 
     def _context(self, scope: _Scope, variables: dict[str, Any]) -> dict[str, Any]:
         """What expressions see: args, run, jobs in scope (innermost wins) and ``each`` names."""
-        jobs: dict[str, Any] = {}
+        jobs: dict[str, Any] = dict(self._chunk.jobs) if self._chunk is not None else {}
         for outer in scope.chain():
             for spec in outer.specs:
                 entry = self._jobs.get(outer.prefix + spec.name)
@@ -369,7 +421,11 @@ class ActionWorkflow:
                         spec.name not in tasks
                         and self._jobs[name].state == JobState.PENDING
                         and self._jobs[name].started_at is None
-                        and all(self._done(scope.prefix + d, specs[d]) for d in spec.after)
+                        and all(
+                            # A chunk's each job runs after jobs of its parent run: done there.
+                            d not in specs or self._done(scope.prefix + d, specs[d])
+                            for d in spec.after
+                        )
                     ):
                         tasks[spec.name] = asyncio.create_task(self._run_node(scope, spec))
             for key in [key for key, task in tasks.items() if task.done()]:
@@ -445,6 +501,11 @@ class ActionWorkflow:
         keys = [str(i) for i in items]
         if len(set(keys)) != len(keys) or not all(_ITEM_KEY.match(k) for k in keys):
             keys = [str(i) for i in range(len(items))]
+        if self._chunk is not None and name == self._chunk.prefix + self._chunk.job.name:
+            keys = self._chunk.keys
+        elif len(items) > each.chunk_size:
+            await self._run_each_in_chunks(scope, spec, name, items, keys)
+            return
         names = [f"{name}[{key}]" for key in keys]
         running: set[asyncio.Task[None]] = set()
         for started, (item, instance) in enumerate(zip(items, names, strict=True), start=1):
@@ -478,6 +539,121 @@ class ActionWorkflow:
         else:
             failed = next((self._jobs[n].error for n in names if self._jobs[n].error), None)
             self._end_job(entry, JobState.FAILED, failed)
+
+    async def _run_each_in_chunks(
+        self, scope: _Scope, spec: JobSpec, name: str, items: list[Any], keys: list[str]
+    ) -> None:
+        """Run a large ``each`` as child runs of ``chunk_size`` items, a few at a time.
+
+        The window of ``concurrency`` is shared by the chunks running at once. Chunks stay open
+        after their items are done so that a later failure can still undo every item: the
+        parent tells each one, newest first, to roll back or to end.
+        """
+        each = spec.each
+        if each is None:
+            return
+        entry = self._jobs[name]
+        size = each.chunk_size
+        parallel = min(_FANOUT_PARALLEL, -(-len(items) // size))
+        per_chunk = max(1, each.concurrency // parallel)
+        self._start_order.append(name)
+        self._instances[name] = _Instance(spec, scope, scope.variables)
+        started = self._chunks.setdefault(name, [])
+        jobs = self._context(scope, scope.variables)["jobs"]
+        for index, first in enumerate(range(0, len(items), size)):
+            await workflow.wait_condition(
+                lambda: (
+                    (
+                        sum(1 for h in started if h.id not in self._chunk_done) < parallel
+                        and not self._suspended
+                    )
+                    or self._scope_halting(scope)
+                )
+            )
+            if self._scope_halting(scope):
+                break
+            part = slice(first, first + size)
+            chunk_spec = spec.model_copy(
+                update={
+                    "each": each.model_copy(update={"items": items[part], "concurrency": per_chunk})
+                }
+            )
+            chunk_id = f"{self._status.run_id}/{name}/{index}"
+            self._chunk_owner[chunk_id] = (scope, spec)
+            handle = await workflow.start_child_workflow(
+                CHUNK_WORKFLOW,
+                ChunkInput(
+                    parent_run_id=self._status.run_id,
+                    action=self._status.action,
+                    prefix=scope.prefix,
+                    job=chunk_spec,
+                    keys=keys[part],
+                    args=self._args,
+                    masked_args=self._status.args,
+                    requestor=self._requestor,
+                    variables=scope.variables,
+                    jobs=jobs,
+                ),
+                id=chunk_id,
+                result_type=ChunkResult,
+                static_summary=f"**{self._status.action}** › {name} items {first + 1}-"
+                f"{min(first + size, len(items))} of {len(items)}",
+            )
+            started.append(handle)
+            entry.detail = f"chunk {index + 1} started, {len(items)} items"
+        await workflow.wait_condition(lambda: all(h.id in self._chunk_done for h in started))
+        summaries = [self._chunk_done[h.id] for h in started]
+        completed = sum(s.completed for s in summaries)
+        entry.detail = f"{completed}/{len(items)} items completed in {len(started)} chunk runs"
+        entry.output = {
+            "items": len(items),
+            "completed": completed,
+            "chunks": [h.id for h in started],
+        }
+        error = next((s.error for s in summaries if s.error is not None), None)
+        if completed == len(items):
+            self._end_job(entry, JobState.COMPLETED, None)
+        elif error is None:
+            self._end_job(entry, JobState.CANCELLED, None)
+        else:
+            self._end_job(entry, JobState.FAILED, error)
+
+    async def _wait_for_chunks(self) -> None:
+        """Every chunk started has reported that its items are done (or halted)."""
+        await self._wait(
+            lambda: all(h.id in self._chunk_done for hs in self._chunks.values() for h in hs)
+        )
+
+    async def _finish_chunks(
+        self, handles: list[workflow.ChildWorkflowHandle[Any, ChunkResult]], rollback: bool
+    ) -> str | None:
+        """Tell chunks, newest first, to undo their items or to end; the item that could not be
+        undone, if any (then the older chunks are left as they are)."""
+        for handle in reversed(handles):
+            if handle.id in self._chunk_results:
+                continue
+            await handle.signal("sternway.finish", ChunkFinish(rollback=rollback))
+            result: ChunkResult = await handle
+            self._chunk_results[handle.id] = result
+            if result.rollback_failed is not None:
+                return result.rollback_failed
+        return None
+
+    async def _release_chunks(self) -> None:
+        """End the chunks nothing rolled back."""
+        for handles in self._chunks.values():
+            await self._finish_chunks(handles, rollback=False)
+
+    def _tell_chunks(self, prefix: str, command: str, payload: Any) -> None:
+        """Pass a command on to the chunks under ``prefix`` whose items are still running."""
+        for name, handles in self._chunks.items():
+            if not name.startswith(prefix):
+                continue
+            for handle in handles:
+                if handle.id not in self._chunk_done:
+                    task = asyncio.create_task(handle.signal(command, payload))
+                    self._signals.add(task)
+                    task.add_done_callback(self._signals.discard)
 
     async def _run_group(
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
@@ -627,8 +803,8 @@ class ActionWorkflow:
                 call=call,
                 pre=spec.pre,
                 post=spec.post,
-                args=self._args,
-                deps={dep: self._jobs[scope.prefix + dep].output for dep in spec.after},
+                args=self._job_args(call),
+                deps={dep: self._output(scope, dep) for dep in spec.after},
                 rollback_data=data,
                 has_rollback_data=has_data,
                 secrets=self._secrets,
@@ -662,6 +838,19 @@ class ActionWorkflow:
         job.output = result.output
         self._end_job(job, JobState.COMPLETED, None)
         return None
+
+    def _output(self, scope: _Scope, dep: str) -> Any:
+        """The output of job ``dep`` of ``scope`` (in a chunk: of the parent run's job)."""
+        job = self._jobs.get(scope.prefix + dep)
+        if job is not None:
+            return job.output
+        known = self._chunk.jobs.get(dep, {}) if self._chunk is not None else {}
+        return known.get("output")
+
+    def _job_args(self, call: CallSpec) -> dict[str, Any]:
+        """Only Python functions read the run's args; built-in kinds get theirs through ``with``,
+        which keeps a large args object out of every other activity's input in history."""
+        return self._args if call.kind == "python" else {}
 
     async def _sleep(
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
@@ -778,6 +967,7 @@ class ActionWorkflow:
         for name, handle in self._handles.items():
             if name.startswith(prefix):
                 handle.cancel()
+        self._tell_chunks(prefix, "stop", StopCommand(rollback=False))
 
     # ------------------------------------------------------------------------------- rollback
 
@@ -795,6 +985,17 @@ class ActionWorkflow:
         started = [name for name in self._start_order if name.startswith(prefix)]
         for name in reversed(started):
             self._start_order.remove(name)
+            if name in self._chunks:
+                self._jobs[name].state = JobState.ROLLING_BACK
+                failed = await self._finish_chunks(self._chunks[name], rollback=True)
+                self._jobs[name].state = (
+                    JobState.ROLLED_BACK if failed is None else JobState.ROLLBACK_FAILED
+                )
+                if failed is not None:
+                    self._rollback_failed = failed
+                    self._jobs.setdefault(failed, JobStatus(name=failed))
+                    return False
+                continue
             instance = self._instances.get(name)
             if instance is None or instance.spec.rollback is None:
                 continue
@@ -824,7 +1025,7 @@ class ActionWorkflow:
                         job=name,
                         attempt=rollback.attempts,
                         call=call.model_copy(update={"with_": params}),
-                        args=self._args,
+                        args=self._job_args(call),
                         output=job.output,
                         completed=job.output is not None,
                         error=job.error,
@@ -906,6 +1107,8 @@ class ActionWorkflow:
         if state == self._status.state and state != RunState.PENDING:
             return
         self._status.state = state
+        if self._chunk is not None:
+            return  # chunks are part of their parent's run, not runs of their own in lists
         workflow.upsert_search_attributes([STATE_KEY.value_set(state.value)])
         progress = self._progress()
         workflow.set_current_details(
@@ -985,9 +1188,11 @@ class ActionWorkflow:
 
     def _do_suspend(self, cmd: SuspendCommand) -> CommandResult:
         self._suspended = True
+        self._tell_chunks("", "suspend", cmd)
         if cmd.now:
             self._suspend_cancelled.update(self._handles)
-            self._cancel_running()
+            for handle in self._handles.values():
+                handle.cancel()
         self._set_state(RunState.SUSPENDED)
         plan = self._plan
         if plan is not None and plan.max_suspended is not None:
@@ -1011,6 +1216,7 @@ class ActionWorkflow:
 
     def _do_resume(self) -> CommandResult:
         self._suspended = False
+        self._tell_chunks("", "resume", {})
         self._set_state(RunState.RUNNING)
         self._changed()
         return CommandResult(state=RunState.RUNNING, message="resumed")
@@ -1099,6 +1305,21 @@ class ActionWorkflow:
         """``reject`` as a signal."""
         if not _ignored("reject", self._refuse_decision(cmd)):
             self._decide(cmd, False)
+
+    @workflow.signal(name="sternway.chunk_done")
+    def chunk_done_signal(self, summary: ChunkSummary) -> None:
+        """A chunk's items are done (or it halted); a failure there fails the each job."""
+        self._chunk_done[summary.chunk] = summary
+        owner = self._chunk_owner.get(summary.chunk)
+        if owner is not None and summary.error is not None and not owner[1].continue_on_error:
+            self._fail(owner[0], summary.error)
+        self._changed()
+
+    @workflow.signal(name="sternway.finish")
+    def finish_signal(self, cmd: ChunkFinish) -> None:
+        """The parent's last word to a chunk."""
+        self._chunk_finish = cmd
+        self._changed()
 
     @workflow.query(name="status")
     def status(self) -> RunStatus:

@@ -22,6 +22,7 @@ __all__ = [
     "ACTIVITY_KINDS",
     "ACTIVITY_RESOLVE",
     "ACTIVITY_ROLLBACK",
+    "CHUNK_WORKFLOW",
     "DEFAULT_TASK_QUEUE",
     "JOB_KINDS",
     "MASK",
@@ -34,6 +35,10 @@ __all__ = [
     "AttemptLog",
     "AttemptReport",
     "CallSpec",
+    "ChunkFinish",
+    "ChunkInput",
+    "ChunkResult",
+    "ChunkSummary",
     "CommandResult",
     "Duration",
     "EachSpec",
@@ -70,6 +75,8 @@ SEARCH_ATTRIBUTE_REQUESTOR = "SternwayRequestor"
 ACTIVITY_RESOLVE = "sternway.resolve"
 ACTIVITY_EXECUTE = "sternway.execute"
 ACTIVITY_ROLLBACK = "sternway.rollback"
+# The workflow type of fan-out chunks: child runs that carry a slice of a large ``each``.
+CHUNK_WORKFLOW = "sternway.each"
 # A job output is kept in history and in every status answer; 256 KiB keeps a run far below
 # Temporal's 2 MiB payload limit even with several large outputs.
 MAX_OUTPUT_BYTES = 256 * 1024
@@ -200,6 +207,8 @@ class EachSpec(_Model):
     items: Any
     as_: str = Field(default="item", alias="as")
     concurrency: int = Field(default=1, ge=1)
+    # More items than this run in child workflows of this many items (see docs/semantics.md).
+    chunk_size: int = Field(default=500, ge=2, le=1000)
 
 
 class GroupRetrySpec(_Model):
@@ -511,6 +520,43 @@ class SuspendCommand(_Model):
     """Payload of the ``suspend`` update and signal."""
 
     now: bool = False
+
+
+class ChunkInput(_Model):
+    """Input of a fan-out chunk: a child run of one ``each`` job over a slice of its items."""
+
+    parent_run_id: str
+    action: str
+    prefix: str
+    job: JobSpec
+    keys: list[str]
+    args: dict[str, Any]
+    masked_args: dict[str, Any] = Field(default_factory=dict)
+    requestor: str | None = None
+    variables: dict[str, Any] = Field(default_factory=dict)
+    jobs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChunkSummary(_Model):
+    """What a chunk tells its parent when its items are done (or it halted)."""
+
+    chunk: str
+    completed: int = 0
+    total: int = 0
+    error: ErrorInfo | None = None
+
+
+class ChunkFinish(_Model):
+    """The parent's last word to a chunk: undo its items, or just end."""
+
+    rollback: bool = False
+
+
+class ChunkResult(_Model):
+    """How a chunk ended: the item whose rollback failed for good, if one did."""
+
+    rollback_failed: str | None = None
+    error: ErrorInfo | None = None
 
 
 class ApprovalCommand(_Model):

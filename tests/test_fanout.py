@@ -1,0 +1,117 @@
+"""Large ``each`` fan-outs run in child chunk runs and keep the saga's promises.
+
+Chunks are made small here (``chunk_size``) so a dozen items exercise the same paths as 10,000.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from sternway import Action, Registry, submit
+from sternway._client import list_runs
+from tests.helpers import events, rollbacks, until_started
+from tests.scripted import ACTIONS, PEAK, Script, step, track, undo
+from worker import create_worker
+from workflows._actions import function_ref
+from workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
+
+ITEMS = [f"i{n:02d}" for n in range(12)]
+
+
+def py(fn: Any, **params: Any) -> CallSpec:
+    return CallSpec(kind="python", ref=function_ref(fn), **{"with": params})
+
+
+def fan_action(name: str, *, hold: float = 0.2, concurrency: int = 4) -> Action:
+    return Action.from_plan(
+        Plan(
+            name=name,
+            jobs=[
+                JobSpec(name="before", execute=py(step), rollback=py(undo)),
+                JobSpec(
+                    name="fan",
+                    after=["before"],
+                    execute=py(track, item="${{ it }}", hold=hold),
+                    rollback=py(undo),
+                    retry=RetrySpec(max_attempts=1),
+                    heartbeat_timeout=5,
+                    each=EachSpec(
+                        items=ITEMS, concurrency=concurrency, chunk_size=5, **{"as": "it"}
+                    ),
+                ),
+                JobSpec(name="after", execute=py(step), rollback=py(undo), after=["fan"]),
+            ],
+        ),
+        args_model=Script,
+    )
+
+
+def instances() -> list[str]:
+    return [f"fan[{item}]" for item in ITEMS]
+
+
+async def test_large_each_runs_in_chunks_and_completes(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fan = fan_action("fan-ok")
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(dev_env.client, fan.name, {}, task_queue=task_queue, requestor="fan")
+        status = await handle.wait()
+        runs, _ = await list_runs(dev_env.client, requestor="fan", limit=100)
+    assert status.state == "COMPLETED", status.error
+    fan_job = status.job("fan")
+    assert fan_job.output["completed"] == 12 and len(fan_job.output["chunks"]) == 3
+    assert sorted(e for e in events(handle.run_id, "start") if e.startswith("fan[")) == instances()
+    assert 1 <= PEAK[handle.run_id] <= 4
+    # Chunks are parts of the run, not runs of their own: list shows the run only.
+    assert handle.run_id in [r.run_id for r in runs]
+    assert not any(r.run_id.startswith(handle.run_id + "/") for r in runs)
+    for chunk in fan_job.output["chunks"]:
+        chunk_run = await dev_env.client.get_workflow_handle(chunk).describe()
+        assert chunk_run.status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_later_failure_undoes_every_item_of_every_chunk_once(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fan = fan_action("fan-later-failure")
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(
+            dev_env.client, fan.name, {"fail": {"after": 99}}, task_queue=task_queue
+        )
+        status = await handle.wait()
+    assert status.state == "FAILED"
+    undone = rollbacks(handle.run_id)
+    assert undone[0] == "after" and undone[-1] == "before"
+    assert sorted(undone[1:-1]) == instances()
+    # Newest chunk first, and newest item first within a chunk.
+    chunks = [instances()[i : i + 5] for i in range(0, 12, 5)]
+    started = [e for e in events(handle.run_id, "start") if e.startswith("fan[")]
+    expected = [
+        name
+        for chunk in reversed(chunks)
+        for name in sorted(chunk, key=started.index, reverse=True)
+    ]
+    assert undone[1:-1] == expected
+    assert status.job("fan").state == "ROLLED_BACK"
+
+
+async def test_a_failing_item_stops_the_other_chunks_and_undoes_what_started(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fan = fan_action("fan-item-failure", hold=0.5, concurrency=3)
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(dev_env.client, fan.name, {}, task_queue=task_queue)
+        await until_started(handle.run_id, "fan[i01]")
+        await handle.stop(reason="enough fanning")
+        status = await handle.wait()
+    assert status.state == "STOPPED"
+    started = [e for e in events(handle.run_id, "start") if e.startswith("fan[")]
+    undone = [name for name in rollbacks(handle.run_id) if name.startswith("fan[")]
+    assert 1 <= len(started) < 12
+    assert sorted(undone) == sorted(started)
+    assert rollbacks(handle.run_id)[-1] == "before"
+    assert "after" not in events(handle.run_id, "start")
