@@ -20,7 +20,7 @@ import asyncio
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
@@ -35,7 +35,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ConfigDict, ValidationError
 
     from workflows._expr import ExpressionError, render, truthy
     from workflows.models import (
@@ -1229,86 +1229,103 @@ class ActionWorkflow:
         verb = "approved" if approved else "rejected"
         return CommandResult(state=self._status.state, message=f"job {cmd.job!r} {verb}")
 
+    # Commands take their inputs as they come (``*args``) and check them here. Anyone can send
+    # any JSON, any number of times (``temporal workflow signal --input ...``), and Temporal hands
+    # a handler its payloads as they are: a typed parameter would raise on no input or two, and an
+    # exception in a signal handler fails the workflow task, again at every retry, so the run
+    # would be stuck. A bad update input is refused; a bad signal is logged and ignored.
+
     @workflow.update(name="stop")
-    def stop(self, cmd: StopCommand) -> CommandResult:
+    def stop(self, *args: Any) -> CommandResult:
         """Stop the run: cancel running jobs, then roll back unless ``rollback`` is false."""
-        return self._request_stop(cmd, False)
+        return self._request_stop(_update_input("stop", StopCommand, args, StopCommand()), False)
 
     @stop.validator
-    def _validate_stop(self, cmd: StopCommand) -> None:
+    def _validate_stop(self, *args: Any) -> None:
+        _update_input("stop", StopCommand, args, StopCommand())
         _refuse(self._refuse_stop())
 
     @workflow.update(name="suspend")
-    def suspend(self, cmd: SuspendCommand) -> CommandResult:
+    def suspend(self, *args: Any) -> CommandResult:
         """Start no new jobs (``now``: also cancel running ones, which re-run on resume)."""
-        return self._do_suspend(cmd)
+        return self._do_suspend(_update_input("suspend", SuspendCommand, args, SuspendCommand()))
 
     @suspend.validator
-    def _validate_suspend(self, cmd: SuspendCommand) -> None:
-        _refuse(self._refuse_suspend(cmd))
+    def _validate_suspend(self, *args: Any) -> None:
+        _refuse(
+            self._refuse_suspend(_update_input("suspend", SuspendCommand, args, SuspendCommand()))
+        )
 
     @workflow.update(name="resume")
-    def resume(self, cmd: dict[str, Any] | None = None) -> CommandResult:
-        """Resume a suspended run."""
+    def resume(self, *args: Any) -> CommandResult:
+        """Resume a suspended run (its input, if any, is an object and says nothing yet)."""
+        _update_input("resume", _Nothing, args, _Nothing())
         return self._do_resume()
 
     @resume.validator
-    def _validate_resume(self, cmd: dict[str, Any] | None = None) -> None:
+    def _validate_resume(self, *args: Any) -> None:
+        _update_input("resume", _Nothing, args, _Nothing())
         _refuse(self._refuse_resume())
 
     @workflow.update(name="approve")
-    def approve(self, cmd: ApprovalCommand) -> CommandResult:
+    def approve(self, *args: Any) -> CommandResult:
         """Approve a waiting approval job."""
-        return self._decide(cmd, True)
+        return self._decide(_update_input("approve", ApprovalCommand, args), True)
 
     @approve.validator
-    def _validate_approve(self, cmd: ApprovalCommand) -> None:
-        _refuse(self._refuse_decision(cmd))
+    def _validate_approve(self, *args: Any) -> None:
+        _refuse(self._refuse_decision(_update_input("approve", ApprovalCommand, args)))
 
     @workflow.update(name="reject")
-    def reject(self, cmd: ApprovalCommand) -> CommandResult:
+    def reject(self, *args: Any) -> CommandResult:
         """Reject a waiting approval job: it fails, and the run rolls back."""
-        return self._decide(cmd, False)
+        return self._decide(_update_input("reject", ApprovalCommand, args), False)
 
     @reject.validator
-    def _validate_reject(self, cmd: ApprovalCommand) -> None:
-        _refuse(self._refuse_decision(cmd))
+    def _validate_reject(self, *args: Any) -> None:
+        _refuse(self._refuse_decision(_update_input("reject", ApprovalCommand, args)))
 
     @workflow.signal(name="stop")
-    def stop_signal(self, cmd: StopCommand | None = None) -> None:
+    def stop_signal(self, *args: Any) -> None:
         """``stop`` as a signal, for the Web UI and ``temporal workflow signal``."""
-        if _ignored("stop", self._refuse_stop()):
-            return
-        self._request_stop(cmd or StopCommand(), False)
+        cmd = _signal_input("stop", StopCommand, args, StopCommand())
+        if cmd is not None and not _ignored("stop", self._refuse_stop()):
+            self._request_stop(cmd, False)
 
     @workflow.signal(name="suspend")
-    def suspend_signal(self, cmd: SuspendCommand | None = None) -> None:
+    def suspend_signal(self, *args: Any) -> None:
         """``suspend`` as a signal."""
-        cmd = cmd or SuspendCommand()
-        if not _ignored("suspend", self._refuse_suspend(cmd)):
+        cmd = _signal_input("suspend", SuspendCommand, args, SuspendCommand())
+        if cmd is not None and not _ignored("suspend", self._refuse_suspend(cmd)):
             self._do_suspend(cmd)
 
     @workflow.signal(name="resume")
-    def resume_signal(self, cmd: dict[str, Any] | None = None) -> None:
+    def resume_signal(self, *args: Any) -> None:
         """``resume`` as a signal."""
-        if not _ignored("resume", self._refuse_resume()):
+        cmd = _signal_input("resume", _Nothing, args, _Nothing())
+        if cmd is not None and not _ignored("resume", self._refuse_resume()):
             self._do_resume()
 
     @workflow.signal(name="approve")
-    def approve_signal(self, cmd: ApprovalCommand) -> None:
+    def approve_signal(self, *args: Any) -> None:
         """``approve`` as a signal."""
-        if not _ignored("approve", self._refuse_decision(cmd)):
+        cmd = _signal_input("approve", ApprovalCommand, args)
+        if cmd is not None and not _ignored("approve", self._refuse_decision(cmd)):
             self._decide(cmd, True)
 
     @workflow.signal(name="reject")
-    def reject_signal(self, cmd: ApprovalCommand) -> None:
+    def reject_signal(self, *args: Any) -> None:
         """``reject`` as a signal."""
-        if not _ignored("reject", self._refuse_decision(cmd)):
+        cmd = _signal_input("reject", ApprovalCommand, args)
+        if cmd is not None and not _ignored("reject", self._refuse_decision(cmd)):
             self._decide(cmd, False)
 
     @workflow.signal(name="sternway.chunk_done")
-    def chunk_done_signal(self, summary: ChunkSummary) -> None:
+    def chunk_done_signal(self, *args: Any) -> None:
         """A chunk's items are done (or it halted); a failure there fails the each job."""
+        summary = _signal_input("sternway.chunk_done", ChunkSummary, args)
+        if summary is None:
+            return
         self._chunk_done[summary.chunk] = summary
         owner = self._chunk_owner.get(summary.chunk)
         if owner is not None and summary.error is not None and not owner[1].continue_on_error:
@@ -1316,10 +1333,12 @@ class ActionWorkflow:
         self._changed()
 
     @workflow.signal(name="sternway.finish")
-    def finish_signal(self, cmd: ChunkFinish) -> None:
+    def finish_signal(self, *args: Any) -> None:
         """The parent's last word to a chunk."""
-        self._chunk_finish = cmd
-        self._changed()
+        cmd = _signal_input("sternway.finish", ChunkFinish, args)
+        if cmd is not None:
+            self._chunk_finish = cmd
+            self._changed()
 
     @workflow.query(name="status")
     def status(self) -> RunStatus:
@@ -1330,6 +1349,58 @@ class ActionWorkflow:
         """
         self._status.progress = self._progress()
         return masked_status(self._status, self._secrets)
+
+
+class _Nothing(BaseModel):
+    """The input of ``resume``: any JSON object (or none), which says nothing so far."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+_Command = TypeVar("_Command", bound=BaseModel)
+
+
+def _command_input(
+    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None
+) -> _Command | str:
+    """The one input of a command as ``model`` (``default`` when there is none, or it is
+    null), or a one-line reason why the input is not one."""
+    if len(args) > 1:
+        return f"{command} takes one JSON object as its input, not {len(args)} inputs"
+    value = args[0] if args else None
+    if value is None:
+        if default is not None:
+            return default.model_copy()
+        fields = ", ".join(name for name, f in model.model_fields.items() if f.is_required())
+        return f"{command} takes a JSON object with {fields}, and got no input"
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{command}: invalid input{' at ' + where if where else ''}: {first['msg']}"
+
+
+def _update_input(
+    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None = None
+) -> _Command:
+    """The update's input as ``model``; an invalid one refuses the update (nothing changes)."""
+    found = _command_input(command, model, args, default)
+    if isinstance(found, str):
+        raise ApplicationError(found, type="CommandRefused")
+    return found
+
+
+def _signal_input(
+    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None = None
+) -> _Command | None:
+    """The signal's input as ``model``; None, logged, when it is not one (signals cannot be
+    refused, and raising would fail the workflow task)."""
+    found = _command_input(command, model, args, default)
+    if isinstance(found, str):
+        workflow.logger.warning("%s signal ignored: %s", command, found)
+        return None
+    return found
 
 
 def _refuse(refusal: str | None) -> None:
