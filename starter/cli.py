@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -254,10 +254,56 @@ def _typed(key: str, value: str, schema: dict[str, Any]) -> Any:
             if not isinstance(parsed, dict):
                 raise ValueError(value)
             return parsed
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply to decode
         article = "an" if kind[0] in "aeiou" else "a"
-        raise ArgsError(f"--arg {key}={value!r}: {key} takes {article} {kind}") from None
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise ArgsError(f"--arg {key}={shown!r}: {key} takes {article} {kind}") from None
     return value
+
+
+def _read_args_file(path: str) -> dict[str, Any]:
+    """The JSON or YAML object of an args file, as plain JSON data.
+
+    YAML can say more than JSON: dates become ISO text (what JSON would have held), while
+    binary data, sets and non-text keys are refused, so that what is submitted is exactly what
+    the run's input will hold.
+    """
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise ArgsError(f"cannot read args file {path}: {err}") from None
+    except UnicodeDecodeError:
+        raise ArgsError(f"args file {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise ArgsError(f"args file {path} is nested too deeply") from None
+    if not isinstance(loaded, dict):
+        raise ArgsError(f"args file {path} must hold a JSON or YAML object")
+    try:
+        plain: dict[str, Any] = _json_data(loaded, "")
+    except RecursionError:
+        raise ArgsError(f"args file {path} is nested too deeply") from None
+    except ValueError as err:
+        raise ArgsError(f"args file {path}: {err}") from None
+    return plain
+
+
+def _json_data(value: Any, where: str) -> Any:
+    """``value`` (loaded from YAML) as JSON data; ValueError naming ``where`` if it is not."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_json_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        plain: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"key {key!r}{' in ' + where if where else ''} is not text")
+            plain[key] = _json_data(item, f"{where}.{key}" if where else key)
+        return plain
+    kind = "binary data" if isinstance(value, bytes) else f"a {type(value).__name__}"
+    raise ValueError(f"{where or 'the value'} is {kind}, which JSON cannot hold")
 
 
 def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> dict[str, Any]:
@@ -265,15 +311,14 @@ def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> d
     properties: dict[str, Any] = action.plan.args_schema.get("properties", {})
     args: dict[str, Any] = {}
     if args_file:
-        try:
-            loaded = yaml.safe_load(Path(args_file).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ArgsError(f"cannot read args file {args_file}: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ArgsError(f"args file {args_file} must hold a JSON or YAML object")
-        args.update(loaded)
+        args.update(_read_args_file(args_file))
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        try:
+            pair.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as lone surrogates
+            # The key only: the value may be a secret.
+            raise ArgsError(f"--arg {key[:60]!r}...: not valid UTF-8 text") from None
         if not sep or not key:
             raise ArgsError(f"--arg {pair!r} is not of the form key=value")
         if key in action.static:
