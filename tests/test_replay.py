@@ -152,3 +152,48 @@ async def test_editing_a_runbook_does_not_change_a_run_in_flight(
     assert [j.name for j in fresh_status.jobs] == ["prepare", "last"]
     assert fresh_status.job("prepare").error is not None
     assert fresh_status.job("prepare").error.message == "version 2 ran"
+
+
+NAPPING = """
+name: napping
+description: sleeps between two jobs
+args:
+  optional: [{name: greeting, type: str, default: hello}]
+jobs:
+  - {name: first, run: noop, with: {said: "${{ args.greeting }}"}}
+  - {name: nap, after: [first], run: sleep, with: {duration: 4s}}
+  - name: last
+    after: [nap]
+    run: noop
+    with: {first_said: "${{ jobs.first.output.said }}", slept: "${{ jobs.nap.output.slept }}"}
+"""
+
+
+async def test_removing_a_runbook_does_not_break_a_run_in_flight(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """The runbook's file is deleted while a run sleeps; a worker that no longer knows the
+    action finishes it, from the plan fixed in its history."""
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    runbook = folder / "napping.yaml"
+    runbook.write_text(NAPPING)
+    old = load_registry(modules=[], folders=[folder])
+    async with create_worker(dev_env.client, old, task_queue=task_queue):
+        handle = await submit(
+            dev_env.client, "napping", {"greeting": "hi"}, task_queue=task_queue, registry=old
+        )
+        await wait_for(handle, lambda s: s.job("nap").state == "RUNNING")
+
+    runbook.unlink()
+    new = load_registry(modules=[], folders=[folder])
+    assert "napping" not in new
+    async with create_worker(dev_env.client, new, task_queue=task_queue):
+        status = await handle.wait()
+
+    assert status.state == "COMPLETED", status.model_dump_json(indent=1)
+    assert [j.name for j in status.jobs] == ["first", "nap", "last"]
+    assert status.job("last").output == {"first_said": "hi", "slept": 4}
+    assert await workflow_task_failures(dev_env, handle.run_id) == 0
+    history = await dev_env.client.get_workflow_handle(handle.run_id).fetch_history()
+    assert (await replayer().replay_workflow(history)).replay_failure is None

@@ -412,3 +412,68 @@ async def test_a_run_started_by_any_client_masks_its_memo(
     assert status.state == "COMPLETED"
     memo = await (await dev_env.client.get_workflow_handle(handle.run_id).describe()).memo()
     assert memo["args"]["token"] == MASK and secret not in json.dumps(memo)
+
+
+CHUNKED = """
+name: secret-fanout
+description: A large each (small chunks here) whose items use a secret
+args:
+  required:
+    - {name: root, type: str}
+    - {name: token, type: secret}
+jobs:
+  - name: call
+    each: {items: [a, b, c, d, e], as: host, chunk_size: 2, concurrency: 2}
+    run: shell
+    with:
+      argv:
+        - sh
+        - -c
+        - 'printf %s "$1" > "$2/$3"; echo "$3 called with $1"'
+        - call
+        - "${{ args.token }}"
+        - "${{ args.root }}"
+        - "${{ host }}"
+  - {name: after, after: [call], run: noop, with: {note: "done with ${{ args.token }}"}}
+"""
+
+
+async def test_chunk_runs_of_a_large_each_mask_the_secret_too(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, secret: str
+) -> None:
+    """Chunks get the run's args and masked args, and mask the same secrets as their parent."""
+    from worker import create_worker
+
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    (folder / "secret-fanout.yaml").write_text(CHUNKED)
+    registry = load_registry(modules=[], folders=[folder])
+    root = tmp_path / "root"
+    root.mkdir()
+    async with create_worker(dev_env.client, registry, task_queue=task_queue):
+        handle = await submit(
+            dev_env.client,
+            "secret-fanout",
+            {"root": str(root), "token": secret},
+            task_queue=task_queue,
+            registry=registry,
+        )
+        status = await asyncio.wait_for(handle.wait(), 90)
+        chunks = status.job("call").output["chunks"]
+        views = [
+            await dev_env.client.get_workflow_handle(chunk).query("status", result_type=RunStatus)
+            for chunk in chunks
+        ]
+    assert status.state == "COMPLETED", status.model_dump_json(indent=1)
+    assert len(chunks) == 3  # 5 items in chunks of 2
+    assert all((root / host).read_text() == secret for host in "abcde")  # jobs saw the secret
+    assert secret not in status.model_dump_json()
+    assert status.job("after").output == {"note": f"done with {MASK}"}
+    items = [job for view in views for job in view.jobs if job.name.startswith("call[")]
+    assert sorted(job.name for job in items) == [f"call[{host}]" for host in "abcde"]
+    for view in views:
+        assert secret not in view.model_dump_json()
+        assert view.args["token"] == MASK
+    for job in items:
+        assert job.state == "COMPLETED"
+        assert job.output["stdout"] == f"{job.name[5]} called with {MASK}\n"
