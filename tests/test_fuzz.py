@@ -275,7 +275,7 @@ class Target:
             assert gate.error is not None and gate.error.reason == "rejected", gate
         if final.state in ("FAILED", "STOPPED") and final.job("first").state != "COMPLETED":
             assert final.job("first").state == "ROLLED_BACK", final.model_dump_json()
-        self.ended[final.state] = self.ended.get(final.state, 0) + 1
+        self.ended[final.state.value] = self.ended.get(final.state.value, 0) + 1
 
     async def settle(self) -> None:
         """Let the last run finish its plan: resume it if suspended, approve its gate."""
