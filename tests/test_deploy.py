@@ -341,6 +341,19 @@ async def _admin_step(address: str, **host: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode()
 
 
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+async def _until_logged(process: asyncio.subprocess.Process, log: Path, text: str) -> None:
+    """Wait until a running ``process`` has written ``text`` to ``log`` (it may start slowly)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while text not in _read(log):
+        assert process.returncode is None, _read(log)
+        assert asyncio.get_running_loop().time() < deadline, _read(log)
+        await asyncio.sleep(0.2)
+
+
 async def _healthcheck(env: dict[str, str]) -> int:
     """Run the worker service's healthcheck command in the worker's environment."""
     test = WORKER["healthcheck"]["test"]
@@ -373,9 +386,7 @@ async def test_the_image_entrypoint_waits_for_the_server_runs_a_run_and_stops_cl
     server = None
     try:
         # As under `docker compose up`, the worker comes up before its server: it waits.
-        await asyncio.sleep(2)
-        assert worker.returncode is None, log.read_text()
-        assert "waiting for Temporal" in log.read_text()
+        await _until_logged(worker, log, "waiting for Temporal")
         assert await _healthcheck(env) != 0  # not healthy before it polls
 
         server = await _start_dev_server(port, tmp_path / "temporal.db")
@@ -414,13 +425,23 @@ async def test_the_image_entrypoint_waits_for_the_server_runs_a_run_and_stops_cl
     assert '"worker stopped"' in text and "Traceback" not in text
 
 
-async def test_the_admin_step_creates_a_namespace_with_the_search_attributes_and_reruns(
+async def test_the_admin_step_creates_a_namespace_a_waiting_worker_then_serves(
     tmp_path: Path,
 ) -> None:
     port = free_port()
     address = f"localhost:{port}"
     server = await _start_dev_server(port, tmp_path / "temporal.db")
+    log = tmp_path / "worker.log"
+    env = cli_env(address, "ops-queue", TEMPORAL_NAMESPACE="sternway-ops")
+    with log.open("wb") as out:
+        worker = await asyncio.create_subprocess_exec(
+            str(BIN / "sternway"), "worker", "--wait-for-server", "60",
+            env=env, cwd=REPO, stdout=out, stderr=out,
+        )  # fmt: skip
     try:
+        # The server answers, but the namespace is not there yet: the worker waits for it.
+        await _until_logged(worker, log, "namespace not ready")
+
         for _ in range(2):  # the second run finds everything in place and succeeds as well
             code, out = await _admin_step(address, TEMPORAL_NAMESPACE="sternway-ops")
             assert code == 0, out
@@ -437,8 +458,15 @@ async def test_the_admin_step_creates_a_namespace_with_the_search_attributes_and
         custom = json.loads(listed.out)["customAttributes"]
         assert custom[SEARCH_ATTRIBUTE_STATE] == custom[SEARCH_ATTRIBUTE_REQUESTOR]
         assert custom[SEARCH_ATTRIBUTE_STATE] in ("INDEXED_VALUE_TYPE_KEYWORD", "Keyword")
+
+        await _until_logged(worker, log, '"worker started"')
+        assert '"namespace": "sternway-ops"' in log.read_text()
     finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(worker.wait(), 45)
         await _stop(server)
+    assert worker.returncode == 0, log.read_text()
 
 
 async def test_the_worker_gives_up_waiting_with_a_clear_error() -> None:
