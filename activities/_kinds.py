@@ -62,7 +62,7 @@ import httpx
 
 from activities._jobs import JobContext, RollbackContext, _call
 from workflows.errors import JobError, JobRejected
-from workflows.models import parse_duration
+from workflows.models import HTTP_METHODS, KIND_PARAMS, parse_duration
 
 __all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 
@@ -76,13 +76,14 @@ def _reject(kind: str, problem: str) -> JobRejected:
     return JobRejected(f"{kind} job: {problem}")
 
 
-def _check_keys(kind: str, params: Mapping[str, Any], known: tuple[str, ...]) -> None:
+def _check_keys(kind: str, params: Mapping[str, Any], known: frozenset[str] | None) -> None:
     """Reject parameters the kind does not know (a typo must not be silently ignored)."""
-    unknown = sorted(str(key) for key in params if key not in known)
-    if unknown:
+    unknown = sorted(str(key) for key in params if known is not None and key not in known)
+    if unknown and known is not None:
         raise _reject(
             kind,
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} (known: {', '.join(known)})",
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} "
+            f"(known: {', '.join(sorted(known))})",
         )
 
 
@@ -127,7 +128,6 @@ _DRAIN_GRACE = 1.0
 _REPORT_EVERY = 1.0
 _GROUP_POLL = 0.05
 _LINE_START_BYTES = 1024
-_SHELL_KEYS = ("argv", "env", "cwd", "timeout", "non_retryable_exit_codes", "shell", "script")
 _LINE_BREAK = re.compile(rb"[\r\n]")
 
 
@@ -144,7 +144,7 @@ class _ShellCommand:
 
 def _shell_command(params: Mapping[str, Any]) -> _ShellCommand:
     """Validate a shell job's ``with``; raises :class:`JobRejected` with what is wrong."""
-    _check_keys("shell", params, _SHELL_KEYS)
+    _check_keys("shell", params, KIND_PARAMS["shell"])
     use_shell = _bool("shell", "shell", params.get("shell", False))
     argv_in, script = params.get("argv"), params.get("script")
     if use_shell:
@@ -428,18 +428,6 @@ READ_LIMIT = 1024 * 1024
 """How much of a response body an http job reads at most (larger JSON is not parsed)."""
 SELECTED_HEADERS = ("content-type", "location", "etag", "retry-after")
 """Response headers an http job returns (others may carry secrets, such as cookies)."""
-_HTTP_KEYS = (
-    "method",
-    "url",
-    "headers",
-    "json",
-    "body",
-    "params",
-    "expect",
-    "timeout",
-    "follow_redirects",
-)
-_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ParamValue = str | int | float | bool | None
 
@@ -467,7 +455,7 @@ def _scalar(value: Any) -> bool:
 
 def _http_request(params: Mapping[str, Any]) -> _Request:
     """Validate an http job's ``with``; raises :class:`JobRejected` with what is wrong."""
-    _check_keys("http", params, _HTTP_KEYS)
+    _check_keys("http", params, KIND_PARAMS["http"])
     url = params.get("url")
     if not isinstance(url, str) or not url.strip():
         raise _reject("http", "url is required: the address to call, e.g. https://host/path")
@@ -480,8 +468,8 @@ def _http_request(params: Mapping[str, Any]) -> _Request:
     # Credentials in the URL stay out of messages and the live detail.
     shown_url = str(parsed.copy_with(userinfo=b"***")) if parsed.userinfo else url
     method = params.get("method", "GET")
-    if not isinstance(method, str) or method.upper() not in _METHODS:
-        raise _reject("http", f"method must be one of {', '.join(_METHODS)}, got {method!r}")
+    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+        raise _reject("http", f"method must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
     headers_in = params.get("headers") or {}
     if not isinstance(headers_in, dict):
         raise _reject("http", f"headers must be a mapping of names to values, got {headers_in!r}")

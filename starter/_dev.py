@@ -134,7 +134,25 @@ class DevServer:
                 server.stop()
                 raise ServerUnreachable(f"the Temporal dev server did not open port {port}")
             await asyncio.sleep(0.1)
+        # The port opens before the frontend is ready: until then calls fail with "Frontend is
+        # not healthy yet". Return only once a client can connect.
+        while not await server.healthy():
+            if server.process.poll() is not None or asyncio.get_running_loop().time() > deadline:
+                server.stop()
+                raise ServerUnreachable(
+                    f"the Temporal dev server on port {port} did not become healthy; "
+                    f"see {db.parent / 'temporal-server.log'}"
+                )
+            await asyncio.sleep(0.1)
         return server
+
+    async def healthy(self) -> bool:
+        """Whether the frontend answers a client (``get_system_info``, as every client asks)."""
+        try:
+            await asyncio.wait_for(Client.connect(self.address), 5.0)
+        except (TimeoutError, RuntimeError, RPCError):
+            return False
+        return True
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server if this process started it."""

@@ -808,14 +808,82 @@ async def version(session: Session) -> int:
     return 0
 
 
+_DENIED = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED)
+
+
+async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: float) -> Client:
+    """Connect, retrying for up to ``seconds`` until the server answers and knows the namespace.
+
+    A container started together with its Temporal server (``docker compose up``) comes up
+    before the server does, or before the namespace is created: waiting here, instead of
+    exiting and relying on a restart policy, keeps the logs readable and the start quick.
+    """
+    import structlog
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+    log = structlog.get_logger("sternway.worker")
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            client = await connect(runtime=runtime)
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=client.namespace)
+            )
+            session._client = client
+            return client
+        except (ServerUnreachable, RPCError) as err:
+            if isinstance(err, RPCError) and err.status in _DENIED:
+                raise  # a wrong API key or certificate does not get better with time
+            if isinstance(err, RPCError):
+                reason = f"namespace not ready: {err.message}"
+            else:
+                reason = str(err).splitlines()[0]
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ServerUnreachable(f"{reason} (waited {seconds:g}s)") from None
+            log.info("waiting for Temporal", reason=reason)
+            await asyncio.sleep(1.0)
+
+
 @cli.command()
 @click.option("--task-queue", default=None, help="default: STERNWAY_TASK_QUEUE or sternway")
-@click.option("--concurrency", type=click.IntRange(1, 10000), default=100, show_default=True)
-@click.option("--metrics-port", type=click.IntRange(1, 65535), help="serve Prometheus metrics")
-@click.option("--grace", default="30s", show_default=True, help="time running jobs get at shutdown")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10000),
+    default=100,
+    show_default=True,
+    envvar="STERNWAY_CONCURRENCY",
+    help="most job attempts at once [env: STERNWAY_CONCURRENCY]",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="STERNWAY_METRICS_PORT",
+    help="serve Prometheus metrics [env: STERNWAY_METRICS_PORT]",
+)
+@click.option(
+    "--grace",
+    default="30s",
+    show_default=True,
+    envvar="STERNWAY_GRACE",
+    help="time running jobs get at shutdown [env: STERNWAY_GRACE]",
+)
+@click.option(
+    "--wait-for-server",
+    "wait_for_server",
+    type=click.FloatRange(0),
+    default=0,
+    envvar="STERNWAY_WAIT_FOR_SERVER",
+    metavar="SECONDS",
+    help="retry connecting this long at start [env: STERNWAY_WAIT_FOR_SERVER]",
+)
 @_command
 async def worker(
-    session: Session, task_queue: str | None, concurrency: int, metrics_port: int | None, grace: str
+    session: Session,
+    task_queue: str | None,
+    concurrency: int,
+    metrics_port: int | None,
+    grace: str,
+    wait_for_server: float,
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
     from worker import configure_logging, metrics_runtime, run_worker
@@ -823,7 +891,10 @@ async def worker(
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
     runtime = metrics_runtime(metrics_port) if metrics_port else None
-    client = await session.client(runtime=runtime)
+    if wait_for_server > 0:
+        client = await _wait_for_server(session, runtime, wait_for_server)
+    else:
+        client = await session.client(runtime=runtime)
     await run_worker(
         client,
         session.registry,

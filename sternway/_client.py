@@ -6,13 +6,14 @@ import contextlib
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -116,6 +117,20 @@ class RunHandle:
         """The run's Web UI page, if the UI's address is known."""
         return ui_url(self.client, self.run_id)
 
+    @contextlib.contextmanager
+    def _existing(self) -> Iterator[None]:
+        """Turn Temporal's "not found" about this run into :class:`RunNotFound`."""
+        try:
+            yield
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(f"no run {self.run_id!r}") from None
+            raise
+
+    async def _describe(self) -> WorkflowExecutionDescription:
+        with self._existing():
+            return await self._handle.describe()
+
     async def status(self) -> RunStatus:
         """The run's status JSON (running or closed). Raises :class:`RunNotFound`."""
         try:
@@ -150,22 +165,12 @@ class RunHandle:
 
         A run Temporal closed by itself (terminated, timed out) shows Temporal's status.
         """
-        try:
-            description = await self._handle.describe()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
+        description = await self._describe()
         return _state_of(description.status, description.typed_search_attributes.get(STATE_KEY))
 
     async def live_details(self) -> dict[str, str]:
         """The live ``detail`` line of each running job, from the run's pending activities."""
-        try:
-            description = await self._handle.describe()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
+        description = await self._describe()
         details: dict[str, str] = {}
         for pending in description.raw_description.pending_activities:
             job, _, _ = pending.activity_id.partition("#")
@@ -179,27 +184,17 @@ class RunHandle:
 
     async def run_input(self) -> RunInput:
         """The input the run was started with (args unmasked), from its first history event."""
-        try:
+        with self._existing():
             async for event in self._handle.fetch_history_events():
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
                 values = await self.client.data_converter.decode(payloads, [RunInput])
                 return values[0] if values else RunInput()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
         raise RunNotFound(f"no run {self.run_id!r}")
 
     async def wait(self) -> RunStatus:
         """Wait until the run reaches a terminal state and return its final status."""
-        try:
+        with self._existing(), contextlib.suppress(WorkflowFailureError):
             await self._handle.result()
-        except WorkflowFailureError:
-            pass
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
         return await self.status()
 
     async def stop(self, *, rollback: bool = True, reason: str = "") -> CommandResult:
@@ -246,17 +241,8 @@ class RunHandle:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
         # The run does not exist, or it has closed and can take no more commands.
-        try:
-            description = await self._handle.describe()
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(f"no run {self.run_id!r}") from None
-            raise
-        state = description.typed_search_attributes.get(STATE_KEY)
-        if state is None and description.status == WorkflowExecutionStatus.COMPLETED:
-            state = RunState.COMPLETED.value
-        if state is None:
-            state = description.status.name if description.status else "closed"
+        description = await self._describe()
+        state = _state_of(description.status, description.typed_search_attributes.get(STATE_KEY))
         raise CommandRefused(f"the run is {state}: it has finished and takes no {name}") from None
 
 
@@ -379,7 +365,11 @@ def _state_of(status: WorkflowExecutionStatus | None, state: str | None) -> str:
     """A run's state: ``SternwayState``, unless Temporal itself ended the run."""
     if status in _CLOSED_BY_TEMPORAL and status is not None:
         return status.name
-    return state or RunState.PENDING.value
+    if state:
+        return state
+    if status is not None and status != WorkflowExecutionStatus.RUNNING:
+        return status.name
+    return RunState.PENDING.value
 
 
 def _quote(value: str) -> str:

@@ -46,7 +46,10 @@ from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, roots
 from workflows.errors import SpecError
 from workflows.models import (
     ACTIVITY_KINDS,
+    HTTP_METHODS,
     JOB_KINDS,
+    KIND_PARAMS,
+    ON_TIMEOUT,
     CallSpec,
     EachSpec,
     GroupRetrySpec,
@@ -57,7 +60,7 @@ from workflows.models import (
     parse_duration,
 )
 
-__all__ = ["ARG_TYPES", "KIND_PARAMS", "load_folder", "load_runbook", "load_runbook_text"]
+__all__ = ["ARG_TYPES", "load_folder", "load_runbook", "load_runbook_text"]
 
 FieldPath = tuple[str | int, ...]
 
@@ -486,33 +489,6 @@ def _fit(tp: Any, value: Any, type_name: str, path: FieldPath) -> Any:
 
 # ---------------------------------------------------------------------- kind parameters
 
-KIND_PARAMS: dict[str, frozenset[str] | None] = {
-    "shell": frozenset(
-        {"argv", "script", "shell", "env", "cwd", "timeout", "non_retryable_exit_codes"}
-    ),
-    "http": frozenset(
-        {
-            "method",
-            "url",
-            "headers",
-            "json",
-            "body",
-            "params",
-            "expect",
-            "timeout",
-            "follow_redirects",
-        }
-    ),
-    "sleep": frozenset({"duration"}),
-    "noop": None,  # anything: noop returns its input
-    "fail": frozenset({"message", "type", "non_retryable"}),
-    "approval": frozenset({"timeout", "on_timeout", "require_token"}),
-    "python": None,  # `function`, and the function's input
-}
-"""The ``with`` parameters each job kind takes (``None``: any)."""
-
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-ON_TIMEOUT = ("fail", "rollback", "approve")
 _FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 

@@ -88,6 +88,10 @@ _NO_RETRY = RetryPolicy(maximum_attempts=1)
 # Attempts lost to a dead or stopping worker are re-run on another one, this many times at most.
 _INFRA_RETRIES = 20
 _INFRA_WAIT = timedelta(seconds=1)
+# Since this patch an attempt lost to a dead or stopping worker is delivered again as the same
+# attempt (same number, same idempotency key); runs recorded before it replay as they ran, when
+# such a re-run was a new attempt.
+_REDELIVERY_PATCH = "redeliver-lost-attempts"
 _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
 _ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,40}$")
 _TEMPORAL_CANCEL = "cancel requested through Temporal"
@@ -727,9 +731,14 @@ class ActionWorkflow:
         if job.state == JobState.FAILED and not spec.continue_on_error:
             self._fail(scope, (job.error or ErrorInfo()).model_copy(update={"job": name}))
 
-    def _begin(self, name: str, job: JobStatus) -> AttemptLog:
-        """Mark an attempt as started (and the job, on its first attempt)."""
-        job.attempts += 1
+    def _begin(self, name: str, job: JobStatus, redelivery: bool = False) -> AttemptLog:
+        """Mark an attempt as started (and the job, on its first attempt).
+
+        A ``redelivery`` runs the current attempt again (its worker died under it): the job keeps
+        its attempt count, and the log gets an entry of the same attempt number.
+        """
+        if not redelivery:
+            job.attempts += 1
         job.state = JobState.RUNNING
         job.error = None
         now = workflow.now()
@@ -751,6 +760,7 @@ class ActionWorkflow:
         """Run attempts of an activity job until it completes, fails for good or halts."""
         job = self._jobs[name]
         failures = infra_failures = 0
+        redeliver = False
         while True:
             if self._suspended and not self._scope_halting(scope):
                 await workflow.wait_condition(
@@ -763,12 +773,16 @@ class ActionWorkflow:
             rendered = call.model_copy(
                 update={"with_": render(call.with_, self._context(scope, variables))}
             )
-            outcome = await self._attempt(scope, spec, name, job, rendered)
+            outcome = await self._attempt(scope, spec, name, job, rendered, redeliver)
             if outcome is None:
                 return
+            redeliver = False
             error = outcome.error
             if outcome.infra and infra_failures < _INFRA_RETRIES and not self._halting():
                 infra_failures += 1
+                # Not the job's doing: the same attempt is delivered again, under the same
+                # idempotency key, so the job can tell that it may have done its work already.
+                redeliver = workflow.patched(_REDELIVERY_PATCH)
                 await workflow.sleep(_INFRA_WAIT)
                 continue
             if error.reason == Reason.CANCELLED and name in self._suspend_cancelled:
@@ -787,11 +801,19 @@ class ActionWorkflow:
             return
 
     async def _attempt(
-        self, scope: _Scope, spec: JobSpec, name: str, job: JobStatus, call: CallSpec
+        self,
+        scope: _Scope,
+        spec: JobSpec,
+        name: str,
+        job: JobStatus,
+        call: CallSpec,
+        redelivery: bool = False,
     ) -> _Failure | None:
-        """One attempt of a job; None when it completed, else how it failed."""
+        """One attempt (or a delivery again of it) of a job; None when it completed, else how it
+        failed."""
         action = self._status.action
-        entry = self._begin(name, job)
+        entry = self._begin(name, job, redelivery)
+        delivery = sum(1 for e in job.log if e.attempt == job.attempts)
         data, has_data = self._rollback_data.get(name, (None, False))
         handle = workflow.start_activity(
             ACTIVITY_EXECUTE,
@@ -814,10 +836,9 @@ class ActionWorkflow:
             start_to_close_timeout=timedelta(seconds=spec.timeout),
             heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
             retry_policy=_NO_RETRY,
-            activity_id=f"{name}#{job.attempts}",
+            activity_id=f"{name}#{_numbered(job.attempts, delivery)}",
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"{action} › {name}"
-            + (f" (attempt {job.attempts})" if job.attempts > 1 else ""),
+            summary=f"{action} › {name}{_note(job.attempts, delivery)}",
         )
         self._handles[name] = handle
         try:
@@ -1011,10 +1032,14 @@ class ActionWorkflow:
         job.state = JobState.ROLLING_BACK
         data, has_data = self._rollback_data.get(name, (None, False))
         failures = infra_failures = 0
+        redeliver = False
         while True:
-            rollback.attempts += 1
+            if not redeliver:
+                rollback.attempts += 1
+            redeliver = False
             entry = AttemptLog(attempt=rollback.attempts, started_at=workflow.now())
             rollback.log.append(entry)
+            delivery = sum(1 for e in rollback.log if e.attempt == rollback.attempts)
             try:
                 params = render(call.with_, self._context(instance.scope, instance.variables))
                 report = await workflow.execute_activity(
@@ -1038,9 +1063,9 @@ class ActionWorkflow:
                     heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
                     retry_policy=_NO_RETRY,
                     result_type=AttemptReport,
-                    activity_id=f"rollback:{name}#{rollback.attempts}",
+                    activity_id=f"rollback:{name}#{_numbered(rollback.attempts, delivery)}",
                     summary=f"{self._status.action} › rollback {name}"
-                    + (f" (attempt {rollback.attempts})" if rollback.attempts > 1 else ""),
+                    + _note(rollback.attempts, delivery),
                 )
             except ExpressionError as err:
                 error = ErrorInfo(type="ExpressionError", message=str(err))
@@ -1052,6 +1077,7 @@ class ActionWorkflow:
                 rollback.error = failure.error
                 if failure.infra and infra_failures < _INFRA_RETRIES:
                     infra_failures += 1
+                    redeliver = workflow.patched(_REDELIVERY_PATCH)
                     await workflow.sleep(_INFRA_WAIT)
                     continue
                 failures += 1
@@ -1401,6 +1427,20 @@ def _signal_input(
         workflow.logger.warning("%s signal ignored: %s", command, found)
         return None
     return found
+
+
+def _numbered(attempt: int, delivery: int) -> str:
+    """``<attempt>``, or ``<attempt>.<delivery>`` for an attempt delivered again: the end of an
+    activity id, unique in the run."""
+    return f"{attempt}.{delivery}" if delivery > 1 else str(attempt)
+
+
+def _note(attempt: int, delivery: int) -> str:
+    """What an activity summary adds after the job: ``(attempt 2)``, ``(attempt 1, delivery 2)``."""
+    parts = [f"attempt {attempt}"] if attempt > 1 or delivery > 1 else []
+    if delivery > 1:
+        parts.append(f"delivery {delivery}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _refuse(refusal: str | None) -> None:
