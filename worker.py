@@ -37,10 +37,24 @@ from workflows._runbook import load_folder
 from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE
 
-__all__ = ["actions_folders", "configure_logging", "create_worker", "load_registry", "run_worker"]
+__all__ = [
+    "actions_folders",
+    "configure_logging",
+    "create_worker",
+    "load_registry",
+    "run_worker",
+    "worker_settings",
+]
 
 # Models and job code are deterministic or never run in workflow code: importing them once,
 # outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
+# The interpreter itself (workflows._workflow) is passed through too. Users never write workflow
+# code in Sternway: the interpreter is the only workflow code there is, it keeps no state at module
+# level, and it is deterministic by construction (workflow.now, no I/O; replay tests check it).
+# Re-importing it in a fresh sandbox for every run cost about a third of the worker's CPU at
+# 200 runs at once (all of it compiling the module again when there is no bytecode cache, e.g.
+# with PYTHONDONTWRITEBYTECODE=1, as in many container images) and ~0.5 MiB per cached run.
+# See docs/BENCHMARKS.md.
 _PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -50,6 +64,7 @@ _PASSTHROUGH = (
     "markupsafe",
     "workflows.models",
     "workflows._expr",
+    "workflows._workflow",
 )
 
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
@@ -158,12 +173,28 @@ def create_worker(
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
         ),
-        max_concurrent_activities=max_concurrent_activities,
-        max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
         max_heartbeat_throttle_interval=heartbeat_throttle,
         default_heartbeat_throttle_interval=heartbeat_throttle,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
+        **worker_settings(
+            max_concurrent_activities=max_concurrent_activities,
+            max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+        ),
     )
+
+
+def worker_settings(
+    *, max_concurrent_activities: int = 100, max_concurrent_workflow_tasks: int = 100
+) -> dict[str, Any]:
+    """The slot and poller settings of Sternway's worker, as ``Worker`` keyword arguments.
+
+    The benchmarks give the bare-SDK baseline worker the same ones, so that they measure what the
+    engine adds, not a different worker configuration.
+    """
+    return {
+        "max_concurrent_activities": max_concurrent_activities,
+        "max_concurrent_workflow_tasks": max_concurrent_workflow_tasks,
+    }
 
 
 def metrics_runtime(port: int) -> Runtime:

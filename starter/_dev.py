@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +82,20 @@ class DevServer:
         return f"http://localhost:{self.ui_port}"
 
     @classmethod
-    async def ensure(cls, *, db: Path, port: int, ui_port: int, wait: float = 60.0) -> DevServer:
-        """Start a dev server, or reuse the one already listening on ``port``."""
+    async def ensure(
+        cls,
+        *,
+        db: Path,
+        port: int,
+        ui_port: int,
+        wait: float = 60.0,
+        pragmas: Sequence[str] = SQLITE_PRAGMAS,
+    ) -> DevServer:
+        """Start a dev server, or reuse the one already listening on ``port``.
+
+        ``pragmas`` are the SQLite settings (default :data:`SQLITE_PRAGMAS`; empty: the dev
+        server's own defaults, which the benchmarks compare against).
+        """
         server = cls(port=port, ui_port=ui_port, db=db)
         if port_open("127.0.0.1", port):
             return server
@@ -103,7 +116,7 @@ class DevServer:
         ]
         for name in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", f"{name}=Keyword"]
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in pragmas:
             argv += ["--sqlite-pragma", pragma]
         # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
         server.process = subprocess.Popen(  # noqa: ASYNC220 (spawning does not block)
@@ -120,7 +133,22 @@ class DevServer:
                 server.stop()
                 raise ServerUnreachable(f"the Temporal dev server did not open port {port}")
             await asyncio.sleep(0.1)
-        return server
+        # The port opens before the frontend is healthy; until then connecting fails.
+        while True:
+            try:
+                await Client.connect(server.address)
+                return server
+            except RuntimeError:
+                if (
+                    server.process.poll() is not None
+                    or asyncio.get_running_loop().time() > deadline
+                ):
+                    server.stop()
+                    raise ServerUnreachable(
+                        f"the Temporal dev server on port {port} did not become healthy; "
+                        f"see {db.parent / 'temporal-server.log'}"
+                    ) from None
+                await asyncio.sleep(0.2)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server if this process started it."""
