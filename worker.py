@@ -51,10 +51,10 @@ __all__ = [
 # The interpreter itself (workflows._workflow) is passed through too. Users never write workflow
 # code in Sternway: the interpreter is the only workflow code there is, it keeps no state at module
 # level, and it is deterministic by construction (workflow.now, no I/O; replay tests check it).
-# Re-importing it in a fresh sandbox for every run cost about a third of the worker's CPU at
-# 200 runs at once (all of it compiling the module again when there is no bytecode cache, e.g.
-# with PYTHONDONTWRITEBYTECODE=1, as in many container images) and ~0.5 MiB per cached run.
-# See docs/BENCHMARKS.md.
+# Re-importing it into a fresh sandbox for every run held ~0.3 MiB more per cached run (1,000
+# suspended runs: 393 MiB of worker RSS, 197 MiB passed through) and, where no bytecode cache
+# can be written (PYTHONDONTWRITEBYTECODE=1, common in container images), compiled the module
+# again for every run: 17% of the worker's CPU at 200 runs at once. See docs/BENCHMARKS.md.
 _PASSTHROUGH = (
     "pydantic",
     "pydantic_core",

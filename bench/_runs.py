@@ -182,7 +182,7 @@ async def sqlite(bench: Bench, size: str, rounds: int | None) -> Result:
     plain = await bench.start_server("default-pragmas", pragmas=())
     client = await Client.connect(plain.address)
     await bench.keep(bench.bare_worker(client))
-    await _warm_up(bench)
+    await timed([bench.bare_run(_bare.CHAIN, JOBS) for _ in range(3)])
     await timed([bench.bare_run(_bare.CHAIN, JOBS, client=client) for _ in range(3)])
 
     async def wal() -> float:
