@@ -1,10 +1,11 @@
-# Sternway: `make demo` (one real run end to end) and `make test` (the whole suite).
+# Sternway: `make demo` (one real run end to end), `make test` (the whole suite) and `make bench`
+# (Sternway against a bare Temporal SDK baseline; writes bench/results/ and takes ~15 minutes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install clean
+.PHONY: demo test lint pytest install clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .sternway .pytest_cache .mypy_cache .ruff_cache

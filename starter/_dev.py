@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,14 @@ class DevServer:
         ui_port: int,
         wait: float = 60.0,
         ui_codec_endpoint: str | None = None,
+        pragmas: Sequence[str] = SQLITE_PRAGMAS,
     ) -> DevServer:
         """Start a dev server, or reuse the one already listening on ``port``.
 
         ``ui_codec_endpoint`` is the remote codec the Web UI calls to show encrypted payloads
-        (``sternway codec-server``); it only applies to a server started here.
+        (``sternway codec-server``); it only applies to a server started here. ``pragmas`` are
+        the SQLite settings (default :data:`SQLITE_PRAGMAS`; empty: the dev server's own
+        defaults, which the benchmarks compare against).
         """
         server = cls(port=port, ui_port=ui_port, db=db)
         if port_open("127.0.0.1", port):
@@ -115,7 +119,7 @@ class DevServer:
         ]
         for name in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", f"{name}=Keyword"]
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in pragmas:
             argv += ["--sqlite-pragma", pragma]
         if ui_codec_endpoint:
             argv += ["--ui-codec-endpoint", ui_codec_endpoint]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +12,7 @@ from rich.text import Text
 
 from workflows.models import JobStatus, RunStatus
 
-__all__ = ["STATE_STYLES", "print_json", "progress_bar", "run_summary", "status_view"]
+__all__ = ["STATE_STYLES", "progress_bar", "run_summary", "status_view"]
 
 STATE_STYLES = {
     "PENDING": "dim",
@@ -29,12 +28,6 @@ STATE_STYLES = {
     "STOPPED": "red",
     "ROLLBACK_FAILED": "bold red",
 }
-
-
-def print_json(console: Console, data: Any) -> None:
-    """Plain JSON on stdout, one document, no colours."""
-    console.file.write(json.dumps(data, indent=2, default=str) + "\n")
-    console.file.flush()
 
 
 def _state(value: str) -> Text:

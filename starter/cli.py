@@ -21,18 +21,14 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import yaml
-from rich.console import Console, Group
-from rich.live import Live
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from starter._render import print_json, progress_bar, status_view
 from sternway._client import (
     RunHandle,
     check_requestor,
@@ -43,7 +39,6 @@ from sternway._client import (
     ui_base,
 )
 from sternway.codec import CodecError, data_converter_from_env
-from workflows._actions import Action, Registry
 from workflows.errors import (
     ArgsError,
     CommandRefused,
@@ -60,6 +55,14 @@ from workflows.models import (
     RunStatus,
     parse_duration,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from workflows._actions import Action, Registry
+
+# Imports that only some commands need (rich, yaml, the registry of actions and the worker) are
+# made inside them: `sternway status` and `list` start about as fast as a bare temporalio client.
 
 __all__ = ["cli", "main", "run"]
 
@@ -81,8 +84,33 @@ class Session:
     def __init__(self, client: Client | None = None) -> None:
         self._client = client
         self._registry: Registry | None = None
-        self.out = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def out(self) -> Console:
+        """Rich output on stdout, for people."""
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False)
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        """Rich output on stderr: errors and notes."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, highlight=False)
+        return self._err
+
+    def print_json(self, data: Any) -> None:
+        """Plain JSON on stdout, one document, no colours."""
+        if self._out is not None:
+            self._out.file.flush()
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.flush()
 
     @property
     def registry(self) -> Registry:
@@ -268,6 +296,8 @@ def _read_args_file(path: str) -> dict[str, Any]:
     binary data, sets and non-text keys are refused, so that what is submitted is exactly what
     the run's input will hold.
     """
+    import yaml  # only args files need it: keep it off the CLI's start-up path
+
     try:
         loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
@@ -379,7 +409,7 @@ async def actions(session: Session, as_json: bool) -> int:
         for a in session.registry
     ]
     if as_json:
-        print_json(session.out, listed)
+        session.print_json(listed)
         return 0
     from rich.table import Table
 
@@ -511,8 +541,7 @@ async def submit_command(
     # From visibility, not the status query: a run is submitted even with no worker running.
     state = await handle.state()
     if as_json:
-        print_json(
-            session.out,
+        session.print_json(
             {
                 "run_id": handle.run_id,
                 "action": found.name,
@@ -546,14 +575,21 @@ async def status(session: Session, run_id: str, as_json: bool) -> int:
     handle = RunHandle(await session.client(), run_id)
     current = await _status_with_details(handle)
     if as_json:
-        print_json(session.out, current.model_dump(mode="json"))
+        session.print_json(current.model_dump(mode="json"))
     else:
+        from starter._render import status_view
+
         session.out.print(status_view(current))
     return 0
 
 
 async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) -> int:
     """Follow a run to a terminal state; 0 if it completed, 1 otherwise."""
+    from rich.console import Group
+    from rich.live import Live
+
+    from starter._render import progress_bar, status_view
+
     current = await _status_with_details(handle)
     if session.out.is_terminal and not as_json:
         bar = progress_bar(session.out)
@@ -572,7 +608,7 @@ async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) 
     else:
         current = await handle.wait()
     if as_json:
-        print_json(session.out, current.model_dump(mode="json"))
+        session.print_json(current.model_dump(mode="json"))
     else:
         session.out.print(status_view(current))
     return 0 if current.state == RunState.COMPLETED else 1
@@ -703,8 +739,7 @@ async def retry_command(session: Session, run_id: str, from_failed: bool, as_jso
     handle = await retry(client, run_id, from_failed=from_failed, task_queue=session.task_queue)
     current = await handle.status()
     if as_json:
-        print_json(
-            session.out,
+        session.print_json(
             {
                 "run_id": handle.run_id,
                 "action": current.action,
@@ -764,8 +799,7 @@ async def list_command(
     )
     encoded = base64.urlsafe_b64encode(next_token).decode() if next_token else None
     if as_json:
-        print_json(
-            session.out,
+        session.print_json(
             {"runs": [r.model_dump(mode="json") for r in runs], "next_page_token": encoded},
         )
         return 0

@@ -8,7 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -30,7 +30,6 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows._actions import Registry
 from workflows.errors import ArgsError, CommandRefused, RunNotFound
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
@@ -46,6 +45,9 @@ from workflows.models import (
     StopCommand,
     SuspendCommand,
 )
+
+if TYPE_CHECKING:
+    from workflows._actions import Registry
 
 __all__ = [
     "RunHandle",
