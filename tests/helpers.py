@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -45,3 +46,10 @@ async def until_started(run_id: str, job: str, attempt: int = 1, timeout: float 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{job} attempt {attempt} never started: {EVENTS[run_id]}")
         await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

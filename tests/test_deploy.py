@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from temporalio.envconfig import ClientConfig
 
 from starter._dev import port_open
 from tests.cli import BIN, REPO, cli_env, sternway, temporal
+from tests.helpers import free_port
 from workflows.models import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -112,12 +112,6 @@ def shell_script(service: dict[str, Any]) -> str:
     assert service["entrypoint"] == ["/bin/sh", "-c"]
     (script,) = service["command"]
     return interpolate(script, {})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ------------------------------------------------------------------------ the compose file

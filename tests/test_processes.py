@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -15,13 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from starter._dev import port_open
 from sternway import RunHandle, submit
 from tests.cli import BIN, REPO, cli_env, sternway
-from tests.helpers import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import free_port, wait_for
 
 
 async def spawn(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +11,10 @@ from temporalio.testing import WorkflowEnvironment
 from starter._dev import port_open
 from sternway import RunHandle, submit
 from tests.cli import REPO, cli_env, sternway
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from worker import create_worker, load_registry
 
 REGISTRY = load_registry(modules=["tests.scripted"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def runbook_args(name: str, tmp_path: Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from sternway import RunHandle, submit
 from tests.conftest import SEARCH_ATTRIBUTES, binary
+from tests.helpers import free_port, wait_for
 from worker import configure_logging, create_worker, load_registry
 from workflows.models import RunStatus
 
@@ -47,29 +47,6 @@ TASK_QUEUE = "record-histories"
 Driver = Callable[[RunHandle], Awaitable[None]]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def until(
-    handle: RunHandle, predicate: Callable[[RunStatus], bool], timeout: float = 60.0
-) -> RunStatus:
-    """Poll the run's status until ``predicate`` holds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        status = await handle.status()
-        try:
-            if predicate(status):
-                return status
-        except KeyError:
-            pass
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"{handle.run_id}: condition not reached: {status.state}")
-        await asyncio.sleep(0.1)
-
-
 def token_of(status: RunStatus, job: str) -> str:
     detail = status.job(job).detail or ""
     return detail.split("token ")[1].split(";")[0]
@@ -77,24 +54,24 @@ def token_of(status: RunStatus, job: str) -> str:
 
 async def suspend_resume_then_signal_stop(handle: RunHandle) -> None:
     """Suspend while build runs, resume once it is done, stop (a signal) while switch runs."""
-    await until(handle, lambda s: s.job("build").state == "RUNNING")
+    await wait_for(handle, lambda s: s.job("build").state == "RUNNING")
     await handle.suspend()
-    await until(handle, lambda s: s.job("build").state == "COMPLETED")
+    await wait_for(handle, lambda s: s.job("build").state == "COMPLETED")
     await handle.resume()
-    await until(handle, lambda s: s.job("switch").state == "RUNNING")
+    await wait_for(handle, lambda s: s.job("switch").state == "RUNNING")
     workflow = handle.client.get_workflow_handle(handle.run_id)
     await workflow.signal("stop", {"rollback": True, "reason": "recorded stop"})
 
 
 async def approve(handle: RunHandle) -> None:
     """Approve the waiting approval job (an update, with its token)."""
-    waiting = await until(handle, lambda s: s.job("approve").state == "WAITING")
+    waiting = await wait_for(handle, lambda s: s.job("approve").state == "WAITING")
     await handle.approve("approve", token=token_of(waiting, "approve"), comment="recorded")
 
 
 async def reject_by_signal(handle: RunHandle) -> None:
     """Reject the waiting approval job with a signal, as the Web UI would."""
-    waiting = await until(handle, lambda s: s.job("approve").state == "WAITING")
+    waiting = await wait_for(handle, lambda s: s.job("approve").state == "WAITING")
     workflow = handle.client.get_workflow_handle(handle.run_id)
     payload = {"job": "approve", "token": token_of(waiting, "approve"), "comment": "recorded"}
     await workflow.signal("reject", payload)

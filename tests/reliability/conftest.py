@@ -10,7 +10,8 @@ from temporalio.client import Client
 
 from starter._dev import DevServer
 from starter.cli import connect
-from tests.reliability.helpers import FIGURES, free_port
+from tests.helpers import free_port
+from tests.reliability.helpers import FIGURES
 
 
 @dataclass

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,13 +27,6 @@ LOST = ("heartbeat timeout", "the worker shut down during the attempt")
 # Figures each scenario produced, printed at the end of the session (see conftest.py) and, when
 # STERNWAY_RELIABILITY_JSON names a file, written there as JSON.
 FIGURES: dict[str, dict[str, Any]] = {}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def until(

@@ -16,12 +16,12 @@ from temporalio.service import RPCError
 from starter._dev import DevServer
 from starter.cli import connect
 from sternway import RunHandle, submit
+from tests.helpers import free_port
 from tests.reliability.actions import CHAIN, DAG
 from tests.reliability.helpers import (
     WorkerProcess,
     by_run,
     count_events,
-    free_port,
     history,
     read_effects,
     record,
