@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import JobActivities
@@ -35,7 +35,7 @@ from workflows import ActionWorkflow
 from workflows._actions import Action, Registry
 from workflows._runbook import load_folder
 from workflows.errors import SpecError
-from workflows.models import DEFAULT_TASK_QUEUE
+from workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
 
 __all__ = [
     "actions_folders",
@@ -47,15 +47,9 @@ __all__ = [
     "workflow_runner",
 ]
 
-# Models and job code are deterministic or never run in workflow code: importing them once,
-# outside the sandbox, keeps every workflow task from re-importing pydantic and the models.
-# The interpreter itself (workflows._workflow) is passed through too. Users never write workflow
-# code in Sternway: the interpreter is the only workflow code there is, it keeps no state at module
-# level, and it is deterministic by construction (workflow.now, no I/O; replay tests check it).
-# Re-importing it into a fresh sandbox for every run held ~0.3 MiB more per cached run (1,000
-# suspended runs: 393 MiB of worker RSS, 197 MiB passed through) and, where no bytecode cache
-# can be written (PYTHONDONTWRITEBYTECODE=1, common in container images), compiled the module
-# again for every run: 17% of the worker's CPU at 200 runs at once. See docs/BENCHMARKS.md.
+# What the strict sandbox imports once, outside it, instead of once per run: libraries and the
+# models, none of which run code with side effects in a workflow. The interpreter
+# (workflows._workflow) is not among them, so the sandbox's restrictions apply to all of it.
 _PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -65,7 +59,6 @@ _PASSTHROUGH = (
     "markupsafe",
     "workflows.models",
     "workflows._expr",
-    "workflows._workflow",
 )
 
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
@@ -150,12 +143,24 @@ def load_registry(
     return registry
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox of every worker, with the model modules passed through.
+def workflow_runner(sandbox: str = "off") -> WorkflowRunner:
+    """How workers run the interpreter, the only workflow code there is in Sternway.
 
-    Replaying histories (tests/test_replay.py) must use the same runner as the workers that
-    recorded them.
+    ``off``: in the worker's own interpreter, with no sandbox. Users never write workflow code:
+    actions are data, job code runs in activities, and the interpreter is deterministic by
+    construction (``workflow.now()``, no I/O, expressions in Jinja2's sandbox), which CI checks
+    by replaying every recorded history under ``strict``. The sandbox's cost is per payload (the
+    SDK enters it for every payload of every workflow task), and an engine passes more payloads
+    per job than a hand-written workflow: a fifth of the worker's CPU (docs/BENCHMARKS.md).
+
+    ``strict``: Temporal's sandbox, with the interpreter imported afresh into it for every run,
+    so that a clock, random or I/O call anywhere in it fails the workflow task. Slower, and
+    about 0.3 MiB more per cached run; for checking a change to the interpreter.
     """
+    if sandbox not in SANDBOX_MODES:
+        raise ValueError(f"unknown sandbox mode {sandbox!r} (known: {', '.join(SANDBOX_MODES)})")
+    if sandbox == "off":
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH)
     )
@@ -170,11 +175,13 @@ def create_worker(
     max_concurrent_workflow_tasks: int = 100,
     heartbeat_throttle: timedelta = timedelta(seconds=1),
     graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
+    sandbox: str = "off",
 ) -> Worker:
     """A worker running every action of ``registry`` on ``task_queue``.
 
     ``heartbeat_throttle`` bounds how long a stop takes to reach a running job: Temporal only
-    tells an activity it is cancelled in the answer to a heartbeat.
+    tells an activity it is cancelled in the answer to a heartbeat. ``sandbox``: see
+    :func:`workflow_runner`.
     """
     jobs = JobActivities(registry)
     return Worker(
@@ -182,7 +189,7 @@ def create_worker(
         task_queue=task_queue,
         workflows=[ActionWorkflow],
         activities=[jobs.resolve, jobs.execute, jobs.rollback],
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,
         default_heartbeat_throttle_interval=heartbeat_throttle,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
@@ -222,6 +229,7 @@ async def run_worker(
     concurrency: int = 100,
     grace: timedelta = timedelta(seconds=30),
     stop: asyncio.Event | None = None,
+    sandbox: str = "off",
 ) -> None:
     """Run a worker until SIGINT/SIGTERM (or ``stop``); running jobs get ``grace`` to finish."""
     log = structlog.get_logger("sternway.worker")
@@ -235,10 +243,12 @@ async def run_worker(
         task_queue=task_queue,
         max_concurrent_activities=concurrency,
         graceful_shutdown_timeout=grace,
+        sandbox=sandbox,
     )
     log.info(
         "worker started",
         task_queue=task_queue,
+        workflow_sandbox=sandbox,
         namespace=client.namespace,
         actions=[a.name for a in registry],
     )

@@ -49,6 +49,7 @@ from workflows.errors import (
 )
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
+    SANDBOX_MODES,
     TERMINAL_RUN_STATES,
     CommandResult,
     RunState,
@@ -910,6 +911,15 @@ async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: f
     metavar="SECONDS",
     help="retry connecting this long at start [env: STERNWAY_WAIT_FOR_SERVER]",
 )
+@click.option(
+    "--workflow-sandbox",
+    "sandbox",
+    type=click.Choice(SANDBOX_MODES),
+    default="off",
+    show_default=True,
+    envvar="STERNWAY_WORKFLOW_SANDBOX",
+    help="run the interpreter in Temporal's sandbox [env: STERNWAY_WORKFLOW_SANDBOX]",
+)
 @_command
 async def worker(
     session: Session,
@@ -918,6 +928,7 @@ async def worker(
     metrics_port: int | None,
     grace: str,
     wait_for_server: float,
+    sandbox: str,
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
     from worker import configure_logging, metrics_runtime, run_worker
@@ -935,6 +946,7 @@ async def worker(
         task_queue=task_queue or session.task_queue,
         concurrency=concurrency,
         grace=grace_period,
+        sandbox=sandbox,
     )
     return 0
 

@@ -2,18 +2,20 @@
 
 Each is a change a developer could plausibly make to ``workflows/_workflow.py``; replaying the
 recorded histories with it must fail with a ``NondeterminismError`` (this module is imported in
-the workflow sandbox, so it imports nothing but the workflow).
+the workflow sandbox, so it imports nothing but the workflow), or, for a call that issues no
+command, with a restricted-access error under the strict sandbox.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from temporalio import workflow
 from temporalio.common import RawValue
 
 from workflows._workflow import ActionWorkflow
-from workflows.models import RunStatus
+from workflows.models import RunState, RunStatus
 
 
 @workflow.defn(dynamic=True)
@@ -39,3 +41,21 @@ class OldestFirstRollbackWorkflow(ActionWorkflow):
     async def _rollback_all(self) -> None:
         self._start_order.reverse()
         await super()._rollback_all()
+
+
+@workflow.defn(dynamic=True)
+class WallClockWorkflow(ActionWorkflow):
+    """Stamps state changes with the host's clock instead of ``workflow.now()``.
+
+    It issues the same commands, so replay without a sandbox cannot see the mistake; the strict
+    sandbox refuses the clock read.
+    """
+
+    @workflow.run
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+        """Run as usual."""
+        return await super().run(raw)
+
+    def _set_state(self, state: RunState) -> None:
+        super()._set_state(state)
+        self._status.finished_at = datetime.now(UTC)

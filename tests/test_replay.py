@@ -22,10 +22,14 @@ from temporalio.workflow import NondeterminismError
 from sternway import RunHandle, submit
 from tests.cli import REPO
 from tests.helpers import wait_for
-from tests.nondeterministic import ExtraTimerWorkflow, OldestFirstRollbackWorkflow
+from tests.nondeterministic import (
+    ExtraTimerWorkflow,
+    OldestFirstRollbackWorkflow,
+    WallClockWorkflow,
+)
 from worker import create_worker, load_registry, workflow_runner
 from workflows import ActionWorkflow
-from workflows.models import CHUNK_WORKFLOW
+from workflows.models import CHUNK_WORKFLOW, SANDBOX_MODES
 
 HISTORIES = sorted((REPO / "tests" / "histories").glob("*.json"))
 
@@ -42,12 +46,12 @@ def workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-def replayer(workflow_class: type = ActionWorkflow) -> Replayer:
-    """A replayer set up as every worker is: the same converter and sandbox passthrough."""
+def replayer(workflow_class: type = ActionWorkflow, sandbox: str = "off") -> Replayer:
+    """A replayer set up as workers are: the same converter, and the runner of ``sandbox``."""
     return Replayer(
         workflows=[workflow_class],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(sandbox),
     )
 
 
@@ -77,9 +81,12 @@ def test_chunk_runs_of_a_large_each_have_recorded_histories() -> None:
             assert (REPO / "tests/histories" / f"{child[8:].replace('/', '~')}.json").exists()
 
 
+@pytest.mark.parametrize("sandbox", SANDBOX_MODES)
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_recorded_history_replays(path: Path) -> None:
-    result = await replayer().replay_workflow(load(path))
+async def test_recorded_history_replays(path: Path, sandbox: str) -> None:
+    """Workers run the interpreter with no sandbox; replaying under the strict one (the
+    interpreter imported into it afresh) is the check that it reads no clock, randomness or I/O."""
+    result = await replayer(sandbox=sandbox).replay_workflow(load(path))
     assert result.replay_failure is None
 
 
@@ -99,6 +106,21 @@ async def test_rollback_in_another_order_is_caught_where_a_rollback_ran() -> Non
     # A run that rolled nothing back issued the same commands, so it still replays.
     ok = await broken.replay_workflow(load(REPO / "tests/histories/deploy-site.json"))
     assert ok.replay_failure is None
+
+
+async def test_a_wall_clock_read_is_caught_only_by_the_strict_sandbox() -> None:
+    """The mistake issues no command of its own, so plain replay passes; strict replay fails
+    every history, as it would any clock, random or I/O call in the interpreter."""
+    plain = await replayer(WallClockWorkflow).replay_workflows(
+        all_histories(), raise_on_replay_failure=False
+    )
+    assert plain.replay_failures == {}
+    strict = await replayer(WallClockWorkflow, "strict").replay_workflows(
+        all_histories(), raise_on_replay_failure=False
+    )
+    assert len(strict.replay_failures) == len(HISTORIES)
+    for failure in strict.replay_failures.values():
+        assert "datetime.datetime.now" in str(failure), repr(failure)
 
 
 # -------------------------------------------------------- runbook edits and runs in flight

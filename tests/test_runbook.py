@@ -223,6 +223,28 @@ INVALID = [
         "5 jobs[0].with.x: unknown name 'host' in '${{ host }}' (expressions here can read: "
         "args, jobs, run)",
     ),
+    # Expressions are evaluated in workflow code: nothing random may reach them.
+    (
+        """
+        name: x
+        jobs:
+          - name: a
+            run: noop
+            with: {x: "${{ [1, 2] | random }}"}
+        """,
+        "5 jobs[0].with.x: bad expression in '${{ [1, 2] | random }}': No filter named 'random'.",
+    ),
+    (
+        """
+        name: x
+        jobs:
+          - name: a
+            run: noop
+            with: {x: "${{ lipsum(1) }}"}
+        """,
+        "5 jobs[0].with.x: unknown name 'lipsum' in '${{ lipsum(1) }}' (expressions here can "
+        "read: args, jobs, run)",
+    ),
     (
         """
         name: x

@@ -32,6 +32,10 @@ _ENV = ImmutableSandboxedEnvironment(
     autoescape=False,
     keep_trailing_newline=True,
 )
+# The interpreter evaluates expressions in workflow code, so they must give the same value on
+# every replay: Jinja2's two sources of randomness are taken away.
+del _ENV.filters["random"]
+del _ENV.globals["lipsum"]
 _WHOLE = re.compile(r"^\s*\$\{\{(?P<expr>(?:(?!\}\}|\$\{\{).)*)\}\}\s*$", re.DOTALL)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "MASK",
     "MAX_OUTPUT_BYTES",
     "ON_TIMEOUT",
+    "SANDBOX_MODES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
     "TERMINAL_RUN_STATES",
@@ -73,6 +74,8 @@ __all__ = [
 ]
 
 DEFAULT_TASK_QUEUE = "sternway"
+# How workers run the interpreter: with no sandbox (the default) or in Temporal's strict one.
+SANDBOX_MODES = ("off", "strict")
 SEARCH_ATTRIBUTE_STATE = "SternwayState"
 SEARCH_ATTRIBUTE_REQUESTOR = "SternwayRequestor"
 ACTIVITY_RESOLVE = "sternway.resolve"
