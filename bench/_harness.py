@@ -26,8 +26,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench import _bare
 from bench._actions import ACTIONS
@@ -41,8 +40,8 @@ BIN = Path(sys.executable).parent
 SIZES = ("tiny", "full")
 SW_QUEUE = "bench-sternway"
 BARE_QUEUE = "bench-bare"
-# The baseline again, its workflow module passed through the sandbox as Sternway's interpreter is.
-BARE_PT_QUEUE = "bench-bare-passthrough"
+# The baseline again, with no workflow sandbox, as Sternway's worker runs its interpreter.
+BARE_UNSANDBOXED_QUEUE = "bench-bare-unsandboxed"
 REQUESTOR = "bench"
 
 
@@ -189,7 +188,7 @@ class Bench:
         )
         await self._stack.enter_async_context(self.bare_worker(self.bare_client))
         await self._stack.enter_async_context(
-            self.bare_worker(self.bare_client, BARE_PT_QUEUE, passthrough=True)
+            self.bare_worker(self.bare_client, BARE_UNSANDBOXED_QUEUE, sandboxed=False)
         )
         return self
 
@@ -221,15 +220,13 @@ class Bench:
 
     @staticmethod
     def bare_worker(
-        client: Client, task_queue: str = BARE_QUEUE, *, passthrough: bool = False
+        client: Client, task_queue: str = BARE_QUEUE, *, sandboxed: bool = True
     ) -> Worker:
-        """A baseline worker: the SDK's default sandbox, or (``passthrough``) one that imports
-        the baseline's workflow module once instead of once per run."""
+        """A baseline worker: the SDK's default sandbox, as a Temporal user's worker has, or
+        (``sandboxed=False``) none, as Sternway's worker runs its interpreter."""
         settings = worker_settings()
-        if passthrough:
-            settings["workflow_runner"] = SandboxedWorkflowRunner(
-                restrictions=SandboxRestrictions.default.with_passthrough_modules("bench._bare")
-            )
+        if not sandboxed:
+            settings["workflow_runner"] = UnsandboxedWorkflowRunner()
         return _bare.create_bare_worker(client, task_queue, **settings)
 
     async def keep(self, manager: contextlib.AbstractAsyncContextManager[Any]) -> Any:

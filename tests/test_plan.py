@@ -103,3 +103,28 @@ def test_backoff_grows_and_respects_max_interval(
     delay = spec.delay_before(failures)
     assert delay <= 60
     assert spec.delay_before(failures + 1) >= delay
+
+
+def test_plans_are_recorded_without_their_defaults_and_read_back_whole() -> None:
+    """The resolve step records the plan in every run's history: only what differs from the
+    defaults is written, and reading it back gives the same plan (every shipped and test plan)."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from tests.scripted import REGISTRY
+    from worker import load_registry
+    from workflows.models import CallSpec, JobSpec, ResolvedRun
+
+    converter = pydantic_data_converter.payload_converter
+    spec = JobSpec(name="a", execute=CallSpec(kind="noop", **{"with": {"n": 1}}))
+    assert (
+        converter.to_payloads([spec])[0].data
+        == b'{"name":"a","execute":{"kind":"noop","with":{"n":1}}}'
+    )
+    actions = [*load_registry(), *REGISTRY]
+    assert len(actions) > 10
+    for action in actions:
+        resolved = ResolvedRun(plan=action.plan, args={"x": 1}, masked_args={"x": 1})
+        payload = converter.to_payloads([resolved])[0]
+        for default in (b'"ref":null', b'"continue_on_error":false', b'"pre":[]', b'"each":null'):
+            assert default not in payload.data, (action.name, default)
+        assert converter.from_payloads([payload], [ResolvedRun])[0] == resolved, action.name

@@ -15,7 +15,16 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "ACTIVITY_EXECUTE",
@@ -174,7 +183,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class RetrySpec(_Model):
+class _Compact(_Model):
+    """A model only Sternway's own code reads back: a plan in history, an activity's input and
+    result. Fields at their defaults are left out when it is serialized and come back as the
+    defaults when it is read, which keeps histories small (a 10-job plan: 0.8 KB, not 5.5 KB).
+    What users read (the status, command results) keeps every field."""
+
+    @model_serializer(mode="wrap")
+    def _without_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            if not field.is_required() and getattr(self, name) == field.get_default(
+                call_default_factory=True
+            ):
+                data.pop(field.alias or name, None)
+                data.pop(name, None)
+        return data
+
+
+class RetrySpec(_Compact):
     """When to try a job again. Sternway drives attempts itself (see docs/semantics.md)."""
 
     max_attempts: int = Field(default=1, ge=1)
@@ -224,7 +251,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ON_TIMEOUT = ("fail", "rollback", "approve")
 
 
-class CallSpec(_Model):
+class CallSpec(_Compact):
     """What a job or rollback runs: a job kind and its parameters.
 
     ``ref`` names a Python function registered by a Python action (kind ``python``); ``with``
@@ -236,7 +263,7 @@ class CallSpec(_Model):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
-class EachSpec(_Model):
+class EachSpec(_Compact):
     """Fan a job or group out over a list, at most ``concurrency`` items at a time."""
 
     items: Any
@@ -246,14 +273,14 @@ class EachSpec(_Model):
     chunk_size: int = Field(default=500, ge=2, le=1000)
 
 
-class GroupRetrySpec(_Model):
+class GroupRetrySpec(_Compact):
     """Retry of a group: undo its started jobs and run it again from its first job."""
 
     attempts: int = Field(default=1, ge=1)
     wait: Duration = 0.0
 
 
-class JobSpec(_Model):
+class JobSpec(_Compact):
     """One job of a plan."""
 
     name: str
@@ -288,7 +315,7 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-class Plan(_Model):
+class Plan(_Compact):
     """A validated action: what the workflow interprets."""
 
     name: str
@@ -405,7 +432,7 @@ class ResolveInput(_Model):
     args: dict[str, Any]
 
 
-class ResolvedRun(_Model):
+class ResolvedRun(_Compact):
     """The plan of a run and its validated args, fixed once per run and recorded in history."""
 
     plan: Plan
@@ -422,7 +449,7 @@ class ErrorInfo(_Model):
     job: str | None = None
 
 
-class AttemptReport(_Model):
+class AttemptReport(_Compact):
     """What an attempt reports besides its output, on success and in failure details."""
 
     reason: Reason = Reason.ERROR
@@ -433,7 +460,7 @@ class AttemptReport(_Model):
     stderr_tail: str | None = None
 
 
-class JobInput(_Model):
+class JobInput(_Compact):
     """Input of the execute activity for one attempt of one job."""
 
     run_id: str
@@ -452,14 +479,14 @@ class JobInput(_Model):
     secrets: list[str] = Field(default_factory=list)
 
 
-class JobResult(_Model):
+class JobResult(_Compact):
     """Result of a successful execute attempt."""
 
     output: Any
     report: AttemptReport = Field(default_factory=AttemptReport)
 
 
-class RollbackInput(_Model):
+class RollbackInput(_Compact):
     """Input of the rollback activity: everything known about the job being undone."""
 
     run_id: str
@@ -557,7 +584,7 @@ class SuspendCommand(_Model):
     now: bool = False
 
 
-class ChunkInput(_Model):
+class ChunkInput(_Compact):
     """Input of a fan-out chunk: a child run of one ``each`` job over a slice of its items."""
 
     parent_run_id: str
@@ -572,7 +599,7 @@ class ChunkInput(_Model):
     jobs: dict[str, Any] = Field(default_factory=dict)
 
 
-class ChunkSummary(_Model):
+class ChunkSummary(_Compact):
     """What a chunk tells its parent when its items are done (or it halted)."""
 
     chunk: str
@@ -581,13 +608,13 @@ class ChunkSummary(_Model):
     error: ErrorInfo | None = None
 
 
-class ChunkFinish(_Model):
+class ChunkFinish(_Compact):
     """The parent's last word to a chunk: undo its items, or just end."""
 
     rollback: bool = False
 
 
-class ChunkResult(_Model):
+class ChunkResult(_Compact):
     """How a chunk ended: the item whose rollback failed for good, if one did."""
 
     rollback_failed: str | None = None
