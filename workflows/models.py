@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any
 
 from pydantic import (
@@ -192,13 +193,28 @@ class _Compact(_Model):
     @model_serializer(mode="wrap")
     def _without_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        for name, field in type(self).model_fields.items():
-            if not field.is_required() and getattr(self, name) == field.get_default(
-                call_default_factory=True
-            ):
-                data.pop(field.alias or name, None)
-                data.pop(name, None)
+        for name, keys, default in _defaults(type(self)):
+            if getattr(self, name) == default:
+                for key in keys:
+                    data.pop(key, None)
         return data
+
+
+@cache
+def _defaults(model: type[_Compact]) -> list[tuple[str, tuple[str, ...], Any]]:
+    """Each optional field of ``model``: its name, its keys in a dump, its default value.
+
+    Worked out once per model: pydantic inspects a default factory's signature on every call.
+    """
+    return [
+        (
+            name,
+            (name, field.alias) if field.alias else (name,),
+            field.get_default(call_default_factory=True),
+        )
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    ]
 
 
 class RetrySpec(_Compact):
