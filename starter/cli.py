@@ -557,14 +557,19 @@ async def submit_command(
     return 0
 
 
-async def _status_with_details(handle: RunHandle) -> RunStatus:
-    status = await handle.status()
-    if status.state not in TERMINAL_RUN_STATES:
+async def _status_json_with_details(handle: RunHandle) -> dict[str, Any]:
+    """The status JSON, with the live detail line of each running job."""
+    status = await handle.status_json()
+    if status["state"] not in TERMINAL_RUN_STATES:
         details = await handle.live_details()
-        for job in status.jobs:
-            if job.name in details and job.state in ("RUNNING", "ROLLING_BACK"):
-                job.detail = details[job.name]
+        for job in status["jobs"]:
+            if job["name"] in details and job["state"] in ("RUNNING", "ROLLING_BACK"):
+                job["detail"] = details[job["name"]]
     return status
+
+
+async def _status_with_details(handle: RunHandle) -> RunStatus:
+    return RunStatus.model_validate(await _status_json_with_details(handle))
 
 
 @cli.command()
@@ -574,13 +579,13 @@ async def _status_with_details(handle: RunHandle) -> RunStatus:
 async def status(session: Session, run_id: str, as_json: bool) -> int:
     """Show a run: its state, its jobs and their live detail."""
     handle = RunHandle(await session.client(), run_id)
-    current = await _status_with_details(handle)
+    current = await _status_json_with_details(handle)
     if as_json:
-        session.print_json(current.model_dump(mode="json"))
+        session.print_json(current)
     else:
         from starter._render import status_view
 
-        session.out.print(status_view(current))
+        session.out.print(status_view(RunStatus.model_validate(current)))
     return 0
 
 

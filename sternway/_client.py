@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import uuid
@@ -10,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -21,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.common import (
     Priority,
+    RawValue,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -134,18 +136,32 @@ class RunHandle:
             return await self._handle.describe()
 
     async def status(self) -> RunStatus:
-        """The run's status JSON (running or closed). Raises :class:`RunNotFound`."""
+        """The run's status (running or closed). Raises :class:`RunNotFound`."""
+        return RunStatus.model_validate(await self.status_json())
+
+    async def status_json(self) -> dict[str, Any]:
+        """The run's status JSON as the workflow answers it, unvalidated.
+
+        ``sternway status --json`` prints it as it is: building a pydantic validator in a fresh
+        process costs as much again as the query itself.
+        """
         try:
-            status: RunStatus = await self._handle.query("status", result_type=RunStatus)
+            raw = await self._handle.query("status", result_type=RawValue)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(f"no run {self.run_id!r}") from None
             final = await self._final_status()
             if final is None:
                 raise
-            status = final
-        status.ui_url = self.ui_url
-        return status
+            data = final.model_dump(mode="json")
+        else:
+            # The payload is already decrypted (the codec runs before any type is applied).
+            if raw.payload.metadata.get("encoding") == b"json/plain":
+                data = json.loads(raw.payload.data)
+            else:
+                data = self.client.data_converter.payload_converter.from_payload(raw.payload)
+        data["ui_url"] = self.ui_url
+        return data
 
     async def _final_status(self) -> RunStatus | None:
         """A closed run's status from its result, for when no worker can answer the query."""
@@ -350,6 +366,8 @@ async def retry(
 
 class RunSummary(BaseModel):
     """One run in ``list``."""
+
+    model_config = ConfigDict(defer_build=True)
 
     run_id: str
     action: str
