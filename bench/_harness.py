@@ -133,10 +133,15 @@ async def rotated_rounds(
     rounds: int, sides: dict[str, Callable[[], Awaitable[float]]]
 ) -> dict[str, list[float]]:
     """Run every side ``rounds`` times; each round starts one side later than the one before
-    (A B, B A, ... for two sides), so drift in the machine's load falls on all alike."""
+    (A B, B A, ... for two sides), so drift in the machine's load falls on all alike.
+
+    ``rounds`` is rounded up to a multiple of the number of sides, so that every side takes every
+    place in a round equally often: the server slows as its database grows, within a round too,
+    and a side that went last more often than the others would be measured slower.
+    """
     names = list(sides)
     figures: dict[str, list[float]] = {name: [] for name in names}
-    for n in range(rounds):
+    for n in range(-(-rounds // len(names)) * len(names)):
         shift = n % len(names)
         for name in names[shift:] + names[:shift]:
             figures[name].append(await sides[name]())
