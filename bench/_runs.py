@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import _actions, _bare
@@ -26,6 +27,11 @@ SQLITE = {"tiny": (5, 2), "full": (200, 4)}
 JOBS = 10
 
 
+async def _jobs_per_s(runs: int, start: Callable[[], Awaitable[Any]]) -> float:
+    """Jobs per second of ``runs`` 10-job runs, each from ``start()``, all started at once."""
+    return runs * JOBS / await timed([start() for _ in range(runs)])
+
+
 async def _warm_up(bench: Bench) -> None:
     """A few runs of each side first: imports, caches and connections are warm before timing."""
     await timed([bench.sw_run(_actions.CHAIN) for _ in range(3)])
@@ -47,21 +53,14 @@ async def throughput(bench: Bench, size: str, rounds: int | None) -> Result:
     )
 
     async def sternway() -> float:
-        return runs * JOBS / await timed([bench.sw_run(_actions.CHAIN) for _ in range(runs)])
+        return await _jobs_per_s(runs, lambda: bench.sw_run(_actions.CHAIN))
 
     async def bare() -> float:
-        return runs * JOBS / await timed([bench.bare_run(_bare.CHAIN, JOBS) for _ in range(runs)])
+        return await _jobs_per_s(runs, lambda: bench.bare_run(_bare.CHAIN, JOBS))
 
     async def bare_unsandboxed() -> float:
-        return (
-            runs
-            * JOBS
-            / await timed(
-                [
-                    bench.bare_run(_bare.CHAIN, JOBS, task_queue=BARE_UNSANDBOXED_QUEUE)
-                    for _ in range(runs)
-                ]
-            )
+        return await _jobs_per_s(
+            runs, lambda: bench.bare_run(_bare.CHAIN, JOBS, task_queue=BARE_UNSANDBOXED_QUEUE)
         )
 
     figures = await rotated_rounds(
@@ -192,18 +191,11 @@ async def sqlite(bench: Bench, size: str, rounds: int | None) -> Result:
     await timed([bench.bare_run(_bare.CHAIN, JOBS, client=client) for _ in range(3)])
 
     async def wal() -> float:
-        return runs * JOBS / await timed([bench.bare_run(_bare.CHAIN, JOBS) for _ in range(runs)])
+        return await _jobs_per_s(runs, lambda: bench.bare_run(_bare.CHAIN, JOBS))
 
     async def default() -> float:
-        return (
-            runs
-            * JOBS
-            / await timed(
-                [
-                    bench.bare_run(_bare.CHAIN, JOBS, client=client, task_queue=BARE_QUEUE)
-                    for _ in range(runs)
-                ]
-            )
+        return await _jobs_per_s(
+            runs, lambda: bench.bare_run(_bare.CHAIN, JOBS, client=client, task_queue=BARE_QUEUE)
         )
 
     tuned, plain_figures = await ab_rounds(rounds, wal, default)
