@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from temporalio.client import Client
@@ -64,10 +64,14 @@ _PASSTHROUGH = (
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
 
 
-def configure_logging(*, json: bool | None = None, level: int = logging.INFO) -> None:
-    """structlog for the worker and activities: console in a terminal, JSON lines otherwise."""
+def configure_logging(
+    *, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """structlog for the worker and activities, and the SDK's own warnings, to ``stream``
+    (default stderr): console lines in a terminal, JSON lines otherwise."""
+    stream = stream or sys.stderr
     if json is None:
-        json = not sys.stderr.isatty()
+        json = not stream.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
@@ -78,11 +82,11 @@ def configure_logging(*, json: bool | None = None, level: int = logging.INFO) ->
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s"
     )
 
 
@@ -151,7 +155,7 @@ def workflow_runner(sandbox: str = "off") -> WorkflowRunner:
     construction (``workflow.now()``, no I/O, expressions in Jinja2's sandbox), which CI checks
     by replaying every recorded history under ``strict``. The sandbox's cost is per payload (the
     SDK enters it for every payload of every workflow task), and an engine passes more payloads
-    per job than a hand-written workflow: a fifth of the worker's CPU (docs/BENCHMARKS.md).
+    per job than a hand-written workflow: a quarter of the worker's CPU (docs/BENCHMARKS.md).
 
     ``strict``: Temporal's sandbox, with the interpreter imported afresh into it for every run,
     so that a clock, random or I/O call anywhere in it fails the workflow task. Slower, and

@@ -32,7 +32,7 @@ from bench import _bare
 from bench._actions import ACTIONS
 from starter._dev import DevServer
 from sternway._client import submit
-from worker import create_worker, worker_settings
+from worker import configure_logging, create_worker, worker_settings
 from workflows._actions import Registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -182,7 +182,8 @@ class Bench:
             raise
 
     async def _start(self) -> Bench:
-        _log_to(self.workdir / "bench.log")
+        # Worker and SDK logs of both sides go to a file, at the levels a worker runs with.
+        configure_logging(json=True, stream=(self.workdir / "bench.log").open("a"))
         self.server = await self.start_server("wal")
         self.sw_client = await Client.connect(
             self.server.address, data_converter=pydantic_data_converter
@@ -292,33 +293,6 @@ async def timed(runs: Sequence[Awaitable[Any]]) -> float:
     started = time.perf_counter()
     await asyncio.gather(*runs)
     return time.perf_counter() - started
-
-
-def _log_to(path: Path) -> None:
-    """Worker and SDK logs (both sides) go to a file, at the levels a worker runs with."""
-    import logging
-
-    import structlog
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stream = path.open("a")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=True,
-    )
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
 
 
 def env_for_cli(address: str, **extra: str) -> dict[str, str]:

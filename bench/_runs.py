@@ -68,6 +68,7 @@ async def throughput(bench: Bench, size: str, rounds: int | None) -> Result:
     )
     sw, base, base_ns = figures["sternway"], figures["bare"], figures["bare_unsandboxed"]
     paired = [a / b for a, b in zip(sw, base, strict=True)]
+    paired_ns = [a / b for a, b in zip(sw, base_ns, strict=True)]
     return Result(
         scenario="throughput",
         title=f"Throughput: {runs} runs × {JOBS} chained no-op jobs, started at once",
@@ -90,7 +91,7 @@ async def throughput(bench: Bench, size: str, rounds: int | None) -> Result:
                 median(sw),
                 median(base_ns),
                 note=f"median of {len(sw)} rounds; median of per-round ratios "
-                f"{median([a / b for a, b in zip(sw, base_ns, strict=True)]):.2f}",
+                f"{median(paired_ns):.2f}",
             ),
         ],
         data={

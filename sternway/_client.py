@@ -155,11 +155,9 @@ class RunHandle:
                 raise
             data = final.model_dump(mode="json")
         else:
-            # The payload is already decrypted (the codec runs before any type is applied).
-            if raw.payload.metadata.get("encoding") == b"json/plain":
-                data = json.loads(raw.payload.data)
-            else:
-                data = self.client.data_converter.payload_converter.from_payload(raw.payload)
+            # Already decrypted (the codec runs before any type is applied); the status query
+            # always answers JSON.
+            data = json.loads(raw.payload.data)
         data["ui_url"] = self.ui_url
         return data
 
