@@ -92,19 +92,30 @@ class Session:
     def out(self) -> Console:
         """Rich output on stdout, for people."""
         if self._out is None:
-            from rich.console import Console
+            from starter._render import make_console
 
-            self._out = Console(highlight=False)
+            self._out = make_console()
         return self._out
 
     @property
     def err(self) -> Console:
         """Rich output on stderr: errors and notes."""
         if self._err is None:
-            from rich.console import Console
+            from starter._render import make_console
 
-            self._err = Console(stderr=True, highlight=False)
+            self._err = make_console(stderr=True)
         return self._err
+
+    def show(self, renderable: Any) -> None:
+        """Print a view on stdout without cropping its long lines (the Web UI link)."""
+        self.out.print(renderable, crop=False)
+
+    def link(self, url: str | None) -> None:
+        """The Web UI link on a line of its own, whole however narrow the terminal."""
+        if url:
+            from starter._render import web_ui_line
+
+            self.show(web_ui_line(url))
 
     def print_json(self, data: Any) -> None:
         """Plain JSON on stdout, one document, no colours."""
@@ -257,6 +268,14 @@ def _schema_type(schema: dict[str, Any]) -> str:
     return "string"
 
 
+def _schema_format(schema: dict[str, Any]) -> str | None:
+    """``duration``, ``password`` (a secret) or another JSON schema format, if any."""
+    for option in [schema, *schema.get("anyOf", [])]:
+        if isinstance(option.get("format"), str):
+            return str(option["format"])
+    return None
+
+
 def _typed(key: str, value: str, schema: dict[str, Any]) -> Any:
     kind = _schema_type(schema)
     try:
@@ -395,6 +414,11 @@ def _time_arg(value: str | None, option: str) -> datetime | None:
 # ------------------------------------------------------------------------------ commands
 
 
+def _run_id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A RUN_ID of invalid syntax is bad input (exit 2), not a run that is not found."""
+    return check_run_id(value)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_command
@@ -412,18 +436,11 @@ async def actions(session: Session, as_json: bool) -> int:
     if as_json:
         session.print_json(listed)
         return 0
-    from rich.table import Table
+    from starter._render import action_lines
 
-    table = Table(box=None, header_style="bold")
-    for column in ("action", "args", "description", "source"):
-        table.add_column(column, overflow="fold")
+    # One block per action, one line per arg: nothing to squash, however narrow the output.
     for item in listed:
-        args = ", ".join(
-            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a['default']!r}")
-            for a in item["args"]
-        )
-        table.add_row(item["name"], args, item["description"], item["source"] or "Python")
-    session.out.print(table)
+        session.out.print("\n".join(action_lines(item)), soft_wrap=not session.out.is_terminal)
     return 0
 
 
@@ -434,6 +451,7 @@ def _args_of(action: Action) -> list[dict[str, Any]]:
         {
             "name": name,
             "type": _schema_type(prop),
+            "format": _schema_format(prop),
             "required": name in required,
             "default": prop.get("default"),
             "description": prop.get("description", ""),
@@ -552,8 +570,7 @@ async def submit_command(
         )
     else:
         session.out.print(f"{handle.run_id}  {found.name}  {state}  by {requestor}", markup=False)
-        if handle.ui_url:
-            session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+        session.link(handle.ui_url)
     return 0
 
 
@@ -573,7 +590,7 @@ async def _status_with_details(handle: RunHandle) -> RunStatus:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.option("--json", "as_json", is_flag=True, help="print the status JSON")
 @_command
 async def status(session: Session, run_id: str, as_json: bool) -> int:
@@ -585,7 +602,7 @@ async def status(session: Session, run_id: str, as_json: bool) -> int:
     else:
         from starter._render import status_view
 
-        session.out.print(status_view(RunStatus.model_validate(current)))
+        session.show(status_view(RunStatus.model_validate(current)))
     return 0
 
 
@@ -616,12 +633,12 @@ async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) 
     if as_json:
         session.print_json(current.model_dump(mode="json"))
     else:
-        session.out.print(status_view(current))
+        session.show(status_view(current))
     return 0 if current.state == RunState.COMPLETED else 1
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @_command
 async def watch(session: Session, run_id: str) -> int:
     """Follow a run live until it ends; exit 1 unless it completes."""
@@ -631,7 +648,7 @@ async def watch(session: Session, run_id: str) -> int:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.option("--job", help="only this job")
 @_command
 async def logs(session: Session, run_id: str, job: str | None) -> int:
@@ -670,13 +687,12 @@ async def _report(session: Session, handle: RunHandle, result: CommandResult) ->
     session.out.print(
         f"{handle.run_id}: {result.message}; the run is {result.state.value}", markup=False
     )
-    if handle.ui_url:
-        session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+    session.link(handle.ui_url)
     return 0
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.option("--no-rollback", is_flag=True, help="leave completed work in place")
 @click.option("--reason", default="", help="why, kept in the run's status")
 @_command
@@ -688,7 +704,7 @@ async def stop(session: Session, run_id: str, no_rollback: bool, reason: str) ->
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.option("--now", is_flag=True, help="also cancel running jobs (they re-run on resume)")
 @_command
 async def suspend(session: Session, run_id: str, now: bool) -> int:
@@ -699,7 +715,7 @@ async def suspend(session: Session, run_id: str, now: bool) -> int:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @_command
 async def resume(session: Session, run_id: str) -> int:
     """Resume a suspended run."""
@@ -709,7 +725,7 @@ async def resume(session: Session, run_id: str) -> int:
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.argument("job")
 @click.option("--token", help="the approval job's token (see `sternway status`)")
 @click.option("--comment", default="", help="a note kept with the approval")
@@ -722,7 +738,7 @@ async def approve(session: Session, run_id: str, job: str, token: str | None, co
 
 
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.argument("job")
 @click.option("--token", help="the approval job's token (see `sternway status`)")
 @click.option("--reason", default="", help="why, kept in the run's status")
@@ -735,7 +751,7 @@ async def reject(session: Session, run_id: str, job: str, token: str | None, rea
 
 
 @cli.command(name="retry")
-@click.argument("run_id")
+@click.argument("run_id", callback=_run_id_argument)
 @click.option("--from-failed", is_flag=True, help="reuse outputs of jobs that completed")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_command
@@ -756,8 +772,7 @@ async def retry_command(session: Session, run_id: str, from_failed: bool, as_jso
         )
     else:
         session.out.print(f"{handle.run_id}: retry of {run_id}", markup=False)
-        if handle.ui_url:
-            session.out.print(f"Web UI: {handle.ui_url}", soft_wrap=True)
+        session.link(handle.ui_url)
     return 0
 
 
@@ -811,7 +826,7 @@ async def list_command(
         return 0
     from rich.table import Table
 
-    from starter._render import STATE_STYLES
+    from starter._render import state_text
 
     table = Table(box=None, header_style="bold")
     for column in ("run", "action", "state", "requestor", "started", "finished"):
@@ -820,7 +835,7 @@ async def list_command(
         table.add_row(
             r.run_id,
             r.action,
-            f"[{STATE_STYLES.get(r.state or '', '')}]{r.state}[/]",
+            state_text(r.state or ""),
             r.requestor or "",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "",
             r.finished_at.strftime("%Y-%m-%d %H:%M:%S") if r.finished_at else "",
@@ -828,9 +843,7 @@ async def list_command(
     session.out.print(table)
     base = ui_base(await session.client())
     if base:
-        session.out.print(
-            f"Web UI: {base}/namespaces/{(await session.client()).namespace}/workflows"
-        )
+        session.link(f"{base}/namespaces/{(await session.client()).namespace}/workflows")
     if encoded:
         session.out.print(f"more: --page-token {encoded}")
     return 0
@@ -1027,6 +1040,7 @@ async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
             f"Temporal dev server at {server.address}, Web UI at {server.ui_url}\n"
             f"Deploying release {release} of a static site into {site} ...",
             markup=False,
+            soft_wrap=True,
         )
         queue = f"{session.task_queue}-demo"
         async with create_worker(client, session.registry, task_queue=queue):

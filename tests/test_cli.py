@@ -294,7 +294,7 @@ async def test_validate_and_actions(env: dict[str, str]) -> None:
     args = {a["name"]: a for a in actions["deploy-site"]["args"]}
     assert args["root"]["required"] and args["root"]["type"] == "string"
     assert args["pause"] == {
-        "name": "pause", "type": "number", "required": False, "default": 0.0,
+        "name": "pause", "type": "number", "format": None, "required": False, "default": 0.0,
         "description": "seconds each step lingers",
     }  # fmt: skip
     version = await sternway(env, "version")

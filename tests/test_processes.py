@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import urllib.request
 from pathlib import Path
@@ -89,17 +90,15 @@ async def test_sigterm_lets_the_running_job_finish_then_a_new_worker_completes_t
 
 async def test_demo_runs_a_sample_action_to_completion(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
-    env = cli_env(f"localhost:{port}", "unused")
+    env = cli_env(f"localhost:{port}", "unused", COLUMNS="80")  # the link is whole, even so
     result = await sternway(
         env, "demo", "--db", str(tmp_path / "t.db"), "--port", str(port), "--ui-port", str(ui_port),
         timeout=120,
     )  # fmt: skip
     assert result.code == 0, result.out + result.err
     assert "COMPLETED" in result.out
-    assert (
-        f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/deploy-site-"
-        in result.out
-    )
+    link = rf"\nWeb UI: http://localhost:{ui_port}/namespaces/default/workflows/deploy-site-\w+\n"
+    assert re.search(link, result.out), result.out
     assert (tmp_path / "demo-site" / "current").is_symlink()
     assert not port_open("127.0.0.1", port)  # the demo stopped the server it started
 
@@ -107,6 +106,7 @@ async def test_demo_runs_a_sample_action_to_completion(tmp_path: Path) -> None:
 async def test_demo_reuses_a_running_dev_server(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     env = cli_env(f"localhost:{port}", "sternway")
+    del env["COLUMNS"]  # piped with no width: whole lines
     db = str(tmp_path / "shared.db")
     dev = await spawn(env, "dev", "--db", db, "--port", str(port), "--ui-port", str(ui_port))
     try:
@@ -115,6 +115,10 @@ async def test_demo_reuses_a_running_dev_server(tmp_path: Path) -> None:
             env, "demo", "--db", db, "--port", str(port), "--ui-port", str(ui_port), timeout=120
         )
         assert demo.code == 0, demo.out + demo.err
+        link = (
+            rf"\nWeb UI: http://localhost:{ui_port}/namespaces/default/workflows/deploy-site-\w+\n"
+        )
+        assert re.search(link, demo.out), demo.out
         assert port_open("127.0.0.1", port)  # the demo left the server it found running
     finally:
         dev.send_signal(signal.SIGINT)
