@@ -513,7 +513,11 @@ def _check_name_clash(session: Session, loaded: Action, path: str) -> None:
 @click.argument("action")
 @click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
 @click.option("--args-file", type=click.Path(), help="a JSON or YAML object of args")
-@click.option("--id", "run_id", help="run id; submitting the same id again returns that run")
+@click.option(
+    "--id",
+    "run_id",
+    help="run id; the same id, action and args again return that run",
+)
 @click.option("--requestor", help="who asks (default: your user name)")
 @click.option("--delay", help="start later, e.g. 30s")
 @click.option("--timeout", help="stop with rollback after this long, e.g. 1h")
@@ -802,6 +806,8 @@ async def list_command(
     as_json: bool,
 ) -> int:
     """List runs, newest first."""
+    if requestor is not None:
+        check_requestor(requestor)  # an empty or invalid one is bad input, never a dropped filter
     token = None
     if page_token:
         try:

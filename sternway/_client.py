@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -259,6 +260,9 @@ class RunHandle:
         # The run does not exist, or it has closed and can take no more commands.
         description = await self._describe()
         state = _state_of(description.status, description.typed_search_attributes.get(STATE_KEY))
+        if name == "stop" and state == RunState.STOPPED.value:
+            # Stop is idempotent (DESIGN.md): a stopped run is what the caller asked for.
+            return CommandResult(state=RunState.STOPPED, message="the run is already stopped")
         raise CommandRefused(f"the run is {state}: it has finished and takes no {name}") from None
 
 
@@ -280,9 +284,11 @@ async def submit(
 
     With ``registry`` the args are validated here and nothing starts when they are wrong
     (:class:`~workflows.errors.ArgsError`, :class:`~workflows.errors.SpecError`). With an explicit
-    ``run_id`` submitting twice returns the same run.
+    ``run_id`` submitting the same action and args twice returns the same run; another action or
+    other args under that id are refused (:class:`~workflows.errors.CommandRefused`).
     """
     args = dict(args or {})
+    explicit_id = run_id is not None
     # Without the registry secrets cannot be told apart: the workflow then writes the masked
     # args into the memo itself once it has validated them.
     masked = registry.resolve(action, args).masked_args if registry is not None else None
@@ -317,7 +323,30 @@ async def submit(
             start_delay=delay,
             priority=Priority(priority_key=priority) if priority else Priority.default,
         )
-    return RunHandle(client, run_id)
+    handle = RunHandle(client, run_id)
+    if explicit_id:
+        await _check_same_run(handle, action, args)
+    return handle
+
+
+async def _check_same_run(handle: RunHandle, action: str, args: Mapping[str, Any]) -> None:
+    """The run under a caller's id is this action with these args; refused otherwise.
+
+    Submitting the same id again is idempotent only for the same request: other args under an
+    existing id would otherwise print the old run as if the new request had started it.
+    """
+    description = await handle._describe()
+    if description.workflow_type != action:
+        raise CommandRefused(
+            f"run {handle.run_id!r} already exists as a run of {description.workflow_type!r}: "
+            "submit with another --id"
+        )
+    existing = (await handle.run_input()).args
+    if to_jsonable_python(existing) != to_jsonable_python(dict(args)):
+        raise CommandRefused(
+            f"run {handle.run_id!r} already exists with other args: submit with another --id "
+            f"(or see it with `sternway status {handle.run_id}`)"
+        )
 
 
 async def retry(

@@ -106,7 +106,7 @@ async def test_stop_suspend_resume_change_the_state(
     assert final.code == 1 and "STOPPED" in final.out
     assert [e[1] for e in EVENTS[run_id] if e[0] == "rollback"] == ["j2", "j1"]
     clean(again)
-    assert again.code == 5 and "the run is STOPPED" in again.err
+    assert again.code == 0 and "the run is already stopped; the run is STOPPED" in again.out
 
 
 async def list_json(env: dict[str, str], *args: str, expect: int | None = None) -> list[str]:
@@ -206,11 +206,23 @@ async def test_same_id_twice_is_one_run(
     async with worker_for(dev_env.client):
         first = await sternway(env, "submit", "test-chain3", "--id", run_id, "--wait", "--json")
         second = await sternway(env, "submit", "test-chain3", "--id", run_id, "--json")
+        other_args = await sternway(
+            env, "submit", "test-chain3", "--id", run_id, "--arg", "save=j1", "--json"
+        )
+        other_action = await sternway(env, "submit", "test-chain5", "--id", run_id, "--json")
+        stop_completed = await sternway(env, "stop", run_id)
     assert first.code == 0 and second.code == 0
     assert first.json()["run_id"] == second.json()["run_id"] == run_id
     assert [e[1] for e in EVENTS[run_id] if e[0] == "start"] == ["j1", "j2", "j3"]
     query = f"WorkflowId = '{run_id}'"
     assert (await dev_env.client.count_workflows(query)).count == 1
+    for refused in (other_args, other_action, stop_completed):
+        clean(refused)
+        assert refused.code == 5, refused
+    assert run_id in other_args.err and run_id in other_action.err
+    assert "already exists with other args" in other_args.err
+    assert "already exists as a run of 'test-chain3'" in other_action.err
+    assert "the run is COMPLETED" in stop_completed.err
 
 
 @pytest.mark.parametrize(
@@ -234,6 +246,9 @@ async def test_same_id_twice_is_one_run(
         (["submit", "test-chain3", "--args-file", "/no/such/file"], 2, "cannot read args file"),
         (["validate", "deploy-site", "--arg", "root=/x"], 2, "release: Field required"),
         (["status", "no-such-run"], 3, "no run 'no-such-run'"),
+        (["status", "prov acme"], 2, "run id 'prov acme' is invalid"),
+        (["stop", "a/b"], 2, "run id 'a/b' is invalid"),
+        (["list", "--requestor", ""], 2, "requestor '' is invalid"),
         (["stop", "no-such-run"], 3, "no run 'no-such-run'"),
         (["resume", "no-such-run"], 3, "no run 'no-such-run'"),
         (["list", "--state", "HAPPY"], 2, "Invalid value for '--state'"),

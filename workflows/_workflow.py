@@ -1171,7 +1171,9 @@ class ActionWorkflow:
     ) -> CommandResult:
         self._cancel_requested = self._cancel_requested or via_cancel
         if self._halting():
-            return CommandResult(state=self._status.state, message="the run is already stopping")
+            done = self._status.state == RunState.STOPPED
+            message = "the run is already " + ("stopped" if done else "stopping")
+            return CommandResult(state=self._status.state, message=message)
         self._stop = cmd
         self._stop_error = error or ErrorInfo(
             reason=Reason.CANCELLED, type="Stopped", message=cmd.reason or "stopped by request"
@@ -1184,7 +1186,8 @@ class ActionWorkflow:
         )
 
     def _refuse_stop(self) -> str | None:
-        if self._status.state in TERMINAL_RUN_STATES:
+        # A stop of a STOPPED run answers ok, as a repeated stop does (DESIGN.md, Idempotent stop).
+        if self._status.state in TERMINAL_RUN_STATES and self._status.state != RunState.STOPPED:
             return f"the run is {self._status.state.value}: there is nothing to stop"
         return None
 
