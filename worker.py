@@ -25,7 +25,15 @@ from typing import Any, TextIO
 
 import structlog
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.exceptions import ApplicationError
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -64,20 +72,55 @@ _PASSTHROUGH = (
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
 
 
+class _ExpectedActivityFailure(logging.Filter):
+    """The SDK's "Completing activity as failed" for a job that failed as jobs do, at debug level.
+
+    Sternway's own ``job attempt failed`` line already says which job, attempt, reason and
+    message; the SDK's warning with its traceback would say it again, in several lines. Every
+    failure Sternway's activities raise is an ``ApplicationError``; anything else (a bug) keeps
+    the SDK's warning.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower the expected failure to DEBUG: shown only when debug logging is on."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if (
+            getattr(record, "__temporal_error_identifier", None) == "ActivityFailure"
+            and isinstance(exc, ApplicationError)
+            and record.levelno > logging.DEBUG
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.debug
+        return True
+
+
+_HANDLER_MARK = "_sternway_handler"
+
+
 def configure_logging(
     *, json: bool | None = None, level: int = logging.INFO, stream: TextIO | None = None
 ) -> None:
-    """structlog for the worker and activities, and the SDK's own warnings, to ``stream``
-    (default stderr): console lines in a terminal, JSON lines otherwise."""
+    """structlog for the worker and activities, and the SDK's own records, to ``stream``
+    (default stderr): console lines in a terminal, JSON lines otherwise, for every logger.
+
+    The standard library's records (the SDK's, the libraries') go through the same renderer, by
+    structlog's ``ProcessorFormatter``; they are shown from WARNING up (from ``level`` when that
+    is lower). Expected job failures are one line each, Sternway's own.
+    """
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -85,9 +128,28 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s: %(message)s"
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamper,
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)  # configured again (tests, dev): replace, never add a second
+    if not root.handlers:  # an application's own logging setup is left alone
+        root.addHandler(handler)
+    root.setLevel(min(level, logging.WARNING))
+    sdk = logging.getLogger("temporalio.activity")
+    for old_filter in [f for f in sdk.filters if isinstance(f, _ExpectedActivityFailure)]:
+        sdk.removeFilter(old_filter)
+    sdk.addFilter(_ExpectedActivityFailure(debug=level <= logging.DEBUG))
 
 
 def _actions_in(module_name: str) -> Iterable[Action]:
@@ -218,11 +280,18 @@ def worker_settings(
     }
 
 
-def metrics_runtime(port: int) -> Runtime:
-    """An SDK runtime serving Temporal's worker metrics for Prometheus on ``port``."""
-    return Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"))
+def metrics_runtime(port: int | None) -> Runtime:
+    """An SDK runtime serving Temporal's worker metrics for Prometheus on ``port`` (if any).
+
+    The SDK core's own log lines are forwarded to the ``temporalio.core`` logger, so that they
+    are rendered like every other line (JSON off a terminal), not printed in the core's format.
+    """
+    forwarding = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
+    metrics = PrometheusConfig(bind_address=f"0.0.0.0:{port}") if port else None
+    return Runtime(telemetry=TelemetryConfig(logging=forwarding, metrics=metrics))
 
 
 async def run_worker(

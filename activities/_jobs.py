@@ -331,7 +331,12 @@ class JobActivities:
             if not isinstance(err, Exception | asyncio.CancelledError):
                 raise
             failure = _failure(ctx, err)
-            ctx.log.info("job attempt failed", error_type=failure.type, error=failure.message)
+            ctx.log.info(
+                "job attempt failed",
+                reason=ctx._report.reason.value,
+                error_type=failure.type,
+                error=failure.message,
+            )
             raise failure from None
         return JobResult(output=output, report=ctx._report)
 

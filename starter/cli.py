@@ -959,7 +959,7 @@ async def worker(
 
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
-    runtime = metrics_runtime(metrics_port) if metrics_port else None
+    runtime = metrics_runtime(metrics_port)
     if wait_for_server > 0:
         client = await _wait_for_server(session, runtime, wait_for_server)
     else:

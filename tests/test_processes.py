@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import urllib.request
@@ -147,3 +148,29 @@ async def test_dev_serves_the_web_ui_and_runs_actions_until_ctrl_c(tmp_path: Pat
     assert dev.returncode == 0, err.decode()
     assert f"Web UI at http://localhost:{ui_port}" in err.decode()
     assert not port_open("127.0.0.1", port)
+
+
+async def test_an_expected_job_failure_is_one_json_log_line(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    env = cli_env(dev_env.client.service_client.config.target_host, task_queue)
+    worker = await spawn(env, "worker")  # stdout and stderr piped: off a terminal
+    try:
+        handle = await submit(
+            dev_env.client,
+            "test-chain3",
+            {"fail": {"j2": 999}, "non_retryable": ["j2"]},
+            task_queue=task_queue,
+        )
+        status = await asyncio.wait_for(handle.wait(), 60)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(worker.communicate(), 30)
+    assert status.state == "FAILED"
+    lines = (out + err).decode().splitlines()
+    records = [json.loads(line) for line in lines]  # every line, the SDK's too, is JSON
+    failure = [r for r in records if "j2 failed on attempt 1" in json.dumps(r)]
+    assert len(failure) == 1, lines
+    assert failure[0]["job"] == "j2" and failure[0]["attempt"] == 1, failure
+    assert failure[0]["reason"] == "error" and failure[0]["error_type"] == "Boom", failure
+    assert not any("Traceback" in line for line in lines), lines
