@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install clean bench
+.PHONY: demo test lint pytest install clean bench browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,30 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint pytest
+# The Web UI test drives Debian's Chromium, never a browser download. When it is missing, `make test`
+# installs it with apt-get (as root, or through passwordless sudo) and says so; where it cannot,
+# it says how, and the Web UI test fails with the same advice.
+CHROMIUM ?= $(or $(STERNWAY_CHROMIUM),/usr/bin/chromium)
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+APT_LOG := /tmp/sternway-chromium-install.log
+
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test: Chromium is missing at $(CHROMIUM) and there is no apt-get to install it;" \
+	    "install it, or set STERNWAY_CHROMIUM to a Chromium binary"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "make test: installing Debian's chromium for the Web UI test (apt-get install chromium)"; \
+	  sh -c '$(APT_INSTALL)' >$(APT_LOG) 2>&1 || { cat $(APT_LOG); exit 1; }; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  echo "make test: installing Debian's chromium for the Web UI test (sudo apt-get install chromium)"; \
+	  sudo sh -c '$(APT_INSTALL)' >$(APT_LOG) 2>&1 || { cat $(APT_LOG); exit 1; }; \
+	else \
+	  echo "make test: Chromium is missing at $(CHROMIUM); install it as root:" \
+	    "apt-get install -y chromium"; \
+	fi
+
+test: browser lint pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -2,7 +2,7 @@
 
 A run submitted with the CLI must show in the UI's workflow list under its action's type with
 its ``SternwayState``; its page must show the static summary and, in the event history, a
-summary per job. The browser is Debian's ``chromium`` (``.ci/run`` installs it), driven by
+summary per job. The browser is Debian's ``chromium`` (``make test`` installs it), driven by
 Playwright; nothing is downloaded. Without the browser the test fails and says how to get it.
 
 Screenshots go to the test's temporary folder. ``STERNWAY_UPDATE_SCREENSHOTS=1`` writes them
@@ -42,11 +42,11 @@ JOBS = ("build", "switch", "check", "record")
 
 @pytest.fixture
 def chromium() -> Path:
-    """Debian's Chromium; a missing browser fails the test (CI installs it), never skips it."""
+    """Debian's Chromium; if missing, the test fails (`make test` installs it), never skips."""
     if not CHROMIUM.exists():
         pytest.fail(
             f"Chromium is not installed at {CHROMIUM}: `apt-get install -y chromium` "
-            "(.ci/run does this), or set STERNWAY_CHROMIUM to its path"
+            "(`make test` does this as root), or set STERNWAY_CHROMIUM to its path"
         )
     return CHROMIUM
 
