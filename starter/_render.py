@@ -146,6 +146,8 @@ def run_summary(status: RunStatus) -> Text:
         _state(status.state.value),
         f"  {status.progress.done}/{status.progress.total} jobs done",
     )
+    if status.progress.rolled_back:
+        text.append(f", {status.progress.rolled_back} rolled back")
     if status.requestor:
         text.append_text(literal(f"  by {status.requestor}"))
     return text

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from sternway import submit
 from tests.cli import Result, cli_env, sternway
+from tests.helpers import wait_for
 from worker import create_worker, load_registry
 
 # Markup rich would read ([/oops] raised MarkupError, [db-1] vanished as a style), a screen clear,
@@ -104,3 +106,79 @@ async def test_actions_and_errors_print_literal_text(
         assert missing.code == 2 and "[/oops]" in literal(missing)
         bad = await sternway(env, "submit", "markup-mess", "--arg", "nope\x1b[2J=1")
         assert bad.code == 2 and "nope\\x1b[2J" in literal(bad)
+
+
+UNDONE = """
+name: undo-mess
+args:
+  optional:
+    - {name: hosts, type: "list[str]", default: [web1, web2]}
+jobs:
+  - name: canary
+    each: {items: "${{ args.hosts }}", as: host}
+    jobs:
+      - name: deploy
+        run: noop
+        rollback: {run: noop}
+  - name: broken
+    after: [canary]
+    run: fail
+    with: {non_retryable: true}
+"""
+
+
+async def test_a_rolled_back_group_and_run_say_so(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    (tmp_path / "undo-mess.yaml").write_text(UNDONE)
+    registry = load_registry(modules=[], folders=[tmp_path])
+    address = dev_env.client.service_client.config.target_host
+    env = cli_env(address, task_queue, STERNWAY_ACTIONS_PATH=str(tmp_path), STERNWAY_MODULES="")
+    async with create_worker(dev_env.client, registry, task_queue=task_queue):
+        waited = await sternway(env, "submit", "undo-mess", "--wait", "--json")
+        shown = await sternway(env, "status", waited.json()["run_id"])
+    status = waited.json()
+    states = {job["name"]: job["state"] for job in status["jobs"]}
+    assert status["state"] == "FAILED" and states == {
+        "canary": "ROLLED_BACK",
+        "canary[web1]": "ROLLED_BACK",
+        "canary[web1].deploy": "ROLLED_BACK",
+        "canary[web2]": "ROLLED_BACK",
+        "canary[web2].deploy": "ROLLED_BACK",
+        "broken": "FAILED",
+    }
+    canary = next(job for job in status["jobs"] if job["name"] == "canary")
+    assert canary["detail"] == "2/2 items completed; rolled back"
+    assert status["progress"] == {"done": 0, "total": 6, "rolled_back": 5}
+    assert "0/6 jobs done, 5 rolled back" in shown.out, shown.out
+
+
+FANNED = """
+name: fan-suspend
+args:
+  optional:
+    - {name: hosts, type: "list[str]", default: [a, b, c]}
+jobs:
+  - name: fan
+    each: {items: "${{ args.hosts }}", as: host, concurrency: 2}
+    run: sleep
+    with: {duration: 1s}
+"""
+
+
+async def test_a_suspended_each_shows_what_still_runs(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    (tmp_path / "fan-suspend.yaml").write_text(FANNED)
+    registry = load_registry(modules=[], folders=[tmp_path])
+    async with create_worker(dev_env.client, registry, task_queue=task_queue):
+        handle = await submit(dev_env.client, "fan-suspend", {}, task_queue=task_queue)
+        await wait_for(handle, lambda s: s.job("fan[b]").state == "RUNNING")
+        await handle.suspend()
+        done = await wait_for(
+            handle, lambda s: [s.job(j).state for j in ("fan[a]", "fan[b]")] == ["COMPLETED"] * 2
+        )
+        await handle.resume()
+        final = await handle.wait()
+    assert done.state == "SUSPENDED" and done.job("fan").detail == "0 running, 2/3 started"
+    assert final.state == "COMPLETED" and final.job("fan").detail == "3/3 items completed"

@@ -363,7 +363,7 @@ async def test_status_query_fields_and_visibility(
     assert set(raw) == STATUS_FIELDS
     assert raw["requestor"] == "carol"
     assert raw["args"]["fail"] == {"j2": 2}
-    assert raw["progress"] == {"done": 2, "total": 3}
+    assert raw["progress"] == {"done": 2, "total": 3, "rolled_back": 0}
     for job in raw["jobs"]:
         assert set(job) == JOB_FIELDS
     j2 = raw["jobs"][1]

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     from workflows._expr import ExpressionError, render, truthy
+    from workflows._view import undone_view
     from workflows.models import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
@@ -512,6 +513,11 @@ class ActionWorkflow:
             return
         names = [f"{name}[{key}]" for key in keys]
         running: set[asyncio.Task[None]] = set()
+        counted = [0]
+
+        def note(_: object = None) -> None:
+            entry.detail = f"{len(running)} running, {counted[0]}/{len(names)} started"
+
         for started, (item, instance) in enumerate(zip(items, names, strict=True), start=1):
             await workflow.wait_condition(
                 lambda: (
@@ -531,7 +537,10 @@ class ActionWorkflow:
             task = asyncio.create_task(self._guard(scope, spec, instance, work))
             running.add(task)
             task.add_done_callback(running.discard)
-            entry.detail = f"{len(running)} running, {started}/{len(names)} started"
+            # Kept true as items end too: a suspended run shows what still runs, not 2 running.
+            counted[0] = started
+            task.add_done_callback(note)
+            note()
         await workflow.wait_condition(lambda: not running)
         states = [self._jobs[n].state for n in names if n in self._jobs]
         entry.output = [self._jobs[n].output for n in names if n in self._jobs]
@@ -1141,10 +1150,11 @@ class ActionWorkflow:
             f"**{state.value}** · {progress.done}/{progress.total} jobs done"
         )
 
-    def _progress(self) -> Progress:
+    def _progress(self, jobs: Sequence[JobStatus] | None = None) -> Progress:
+        jobs = self._status.jobs if jobs is None else jobs
         done = sum(
             1
-            for j in self._status.jobs
+            for j in jobs
             if j.state in _DONE_STATES
             or (
                 j.state == JobState.FAILED
@@ -1152,7 +1162,8 @@ class ActionWorkflow:
                 and self._instances[j.name].spec.continue_on_error
             )
         )
-        return Progress(done=done, total=len(self._status.jobs))
+        rolled_back = sum(1 for j in jobs if j.state == JobState.ROLLED_BACK)
+        return Progress(done=done, total=len(jobs), rolled_back=rolled_back)
 
     def _timer(self, seconds: float, error: ErrorInfo, still: Callable[[], bool]) -> None:
         """After ``seconds``, stop the run with rollback if ``still()`` holds and it is running."""
@@ -1376,8 +1387,9 @@ class ActionWorkflow:
         Secret arg values are masked wherever they show (outputs, details, output tails, error
         messages): a copy is masked, the run's own state keeps the real values for its jobs.
         """
-        self._status.progress = self._progress()
-        return masked_status(self._status, self._secrets)
+        view = undone_view(self._status)
+        view.progress = self._status.progress = self._progress(view.jobs)
+        return masked_status(view, self._secrets)
 
 
 class _Nothing(BaseModel):

@@ -557,10 +557,11 @@ class JobStatus(_Model):
 
 
 class Progress(_Model):
-    """Jobs done out of jobs in the run."""
+    """Jobs done out of jobs in the run, and how many of them were rolled back."""
 
     done: int = 0
     total: int = 0
+    rolled_back: int = 0
 
 
 class RunStatus(_Model):
