@@ -977,12 +977,13 @@ async def test_cli_lists_yaml_actions_with_their_source(env: dict[str, str]) -> 
     assert restart["source"] == str(ACTIONS / "rolling-restart.yaml")
     args = {a["name"]: a for a in restart["args"]}
     assert args["hosts"] == {
-        "name": "hosts", "type": "array", "required": True, "default": None,
+        "name": "hosts", "type": "array", "format": None, "required": True, "default": None,
         "description": "the hosts to restart",
     }  # fmt: skip
     assert "service" not in args  # static: not an arg callers give
     table = await sternway(env, "actions")
-    assert table.code == 0 and "rolling-restart" in table.out and "source" in table.out
+    assert table.code == 0 and "rolling-restart" in table.out
+    assert "settle: duration = 1s" in table.out and "rolling-restart.yaml)" in table.out
 
 
 async def test_cli_approve_and_reject_need_a_server(env: dict[str, str]) -> None:

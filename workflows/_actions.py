@@ -285,8 +285,11 @@ class Registry:
         try:
             return self._actions[name]
         except KeyError:
+            from workflows._runbook import _suggest  # the loader's "did you mean", on error only
+
             known = ", ".join(sorted(self._actions)) or "none"
-            raise SpecError(f"unknown action {name!r} (known: {known})") from None
+            hint = _suggest(name, self._actions)
+            raise SpecError(f"unknown action {name!r}{hint} (known: {known})") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._actions

@@ -204,6 +204,9 @@ class _Builder:
         return out
 
 
+_BRACKETED = re.compile(r"""(?<!["'])\b[A-Za-z_]+\[""")
+
+
 def _yaml_error(err: yaml.YAMLError, text: str) -> tuple[int, str]:
     """The line and a one-line message of a YAML error."""
     if isinstance(err, yaml.reader.ReaderError):
@@ -215,6 +218,11 @@ def _yaml_error(err: yaml.YAMLError, text: str) -> tuple[int, str]:
         mark = err.problem_mark or err.context_mark
         problem = ", ".join(p for p in (err.context, err.problem) if p) or "invalid YAML"
         if mark is not None:
+            lines = text.splitlines()
+            here = lines[mark.line] if mark.line < len(lines) else ""
+            if "flow" in problem and _BRACKETED.search(here):
+                # `{name: hosts, type: list[str]}`: inside { } the brackets start a list.
+                problem += '; quote text with brackets, e.g. type: "list[str]"'
             return mark.line + 1, f"invalid YAML at column {mark.column + 1}: {problem}"
         return 1, f"invalid YAML: {problem}"
     return 1, f"invalid YAML: {err}"
@@ -418,7 +426,13 @@ def _error_message(error: Any, model: type[BaseModel], hint: str) -> str:
         if hint and key in _HINTED:
             return f"unknown field: {hint}"
         known = [_yaml_name(holder, n) for n in holder.model_fields]
-        return f"unknown field{_suggest(key, known)} (known: {', '.join(known)})"
+        suggestion = _suggest(key, known)
+        if not suggestion and _SYNONYMS.get(key) in known:
+            suggestion = f"; did you mean {_SYNONYMS[key]!r}?"
+        return f"unknown field{suggestion} (known: {', '.join(known)})"
+    if kind == "string_type" and error["loc"][-1] == "type" and isinstance(error["input"], list):
+        # `type: [str]` or `type: list[str]` in a flow mapping: YAML read a list, not a type.
+        return 'must be a string, not a list: quote a type with brackets, type: "list[str]"'
     if kind in _TYPE_MESSAGES:
         return f"{_TYPE_MESSAGES[kind]}, not {_kind_of(error.get('input'))}"
     if kind == "greater_than_equal":
@@ -432,6 +446,14 @@ def _error_message(error: Any, model: type[BaseModel], hint: str) -> str:
 
 
 _HINTED = {"attempts", "wait", "max_attempts", "initial_interval", "backoff", "max_interval"}
+# Fields other tools name differently (Argo's `dependencies`, GitHub Actions' `needs`, ...).
+_SYNONYMS = {
+    "depends": "after",
+    "depends_on": "after",
+    "dependencies": "after",
+    "needs": "after",
+    "requires": "after",
+}
 
 
 _M = TypeVar("_M", bound=BaseModel)
