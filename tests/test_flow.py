@@ -275,6 +275,9 @@ async def test_approval_deadline(
         await ts_env.sleep(timedelta(hours=3))
         status = await handle.wait()
     assert status.state == state
+    # As docs/runbooks.md says: `fail` fails the job, `rollback` cancels it and stops the run.
+    gate_state = {"approve": "COMPLETED", "fail": "FAILED", "rollback": "CANCELLED"}[on_timeout]
+    assert status.job("gate").state == gate_state
     assert ("ship" in events(handle.run_id, "start")) == shipped
     assert rollbacks(handle.run_id) == ([] if shipped else ["build"])
     if not shipped:
