@@ -6,6 +6,9 @@ Every command runs as a real subprocess against the dev server, with its output 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pty
 import re
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
-from tests.cli import Result, cli_env, sternway
+from tests.cli import BIN, REPO, Result, cli_env, sternway
 from tests.helpers import wait_for
 from worker import create_worker, load_registry
 
@@ -182,3 +185,43 @@ async def test_a_suspended_each_shows_what_still_runs(
         final = await handle.wait()
     assert done.state == "SUSPENDED" and done.job("fan").detail == "0 running, 2/3 started"
     assert final.state == "COMPLETED" and final.job("fan").detail == "3/3 items completed"
+
+
+async def in_terminal(env: dict[str, str], *args: str) -> str:
+    """``sternway`` with stdout on a pseudo-terminal: its output, colours and CRs removed."""
+    main, side = pty.openpty()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "sternway"), *args, env=env, cwd=REPO, stdout=side, stderr=side
+        )
+        os.close(side)
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = await asyncio.to_thread(os.read, main, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        await asyncio.wait_for(proc.wait(), 60)
+    finally:
+        os.close(main)
+    text = b"".join(chunks).decode()
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "")
+
+
+async def test_an_80_column_terminal_gets_whole_names_and_links(
+    dev_env: WorkflowEnvironment, task_queue: str, folder: Path
+) -> None:
+    registry = load_registry(modules=["tests.scripted"], folders=[folder])
+    narrow = envs(dev_env, task_queue, folder)[0]
+    async with create_worker(dev_env.client, registry, task_queue=task_queue):
+        submitted = await sternway(narrow, "submit", "markup-mess", "--wait", "--json")
+        run_id = submitted.json()["run_id"]
+        for command in ("status", "watch"):
+            shown = await in_terminal(narrow, command, run_id)
+            assert not RAW_CONTROL.search(shown.replace("\n", "")), shown
+            whole(shown, run_id)
+            table = shown.split("Web UI:")[0]
+            assert max(len(line) for line in table.splitlines()) <= 80, shown
