@@ -42,6 +42,7 @@ from pydantic_core import to_jsonable_python
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from workflows._actions import Action
+from workflows._argv import argv_text
 from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, roots
 from workflows.errors import SpecError
 from workflows.models import (
@@ -586,11 +587,11 @@ class _Params:
                 raise self.fail("argv", "must be a non-empty list: the program and its arguments")
             fixed: list[Any] = []
             for i, item in enumerate(argv):
-                if isinstance(item, bool) or not isinstance(item, str | int | float):
-                    raise _Invalid(
-                        (*self.path, "argv", i), f"must be a string, not {_kind_of(item)}"
-                    )
-                fixed.append(item if isinstance(item, str) else str(item))
+                # The same rule as the shell kind's at run time (workflows/_argv.py).
+                try:
+                    fixed.append(argv_text(item))  # expressions are strings: kept
+                except ValueError as err:
+                    raise _Invalid((*self.path, "argv", i), str(err)) from None
             self.params["argv"] = fixed
         self.string("script")
         self.boolean("shell")
