@@ -936,7 +936,7 @@ async def worker(
     sandbox: str,
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
-    from worker import configure_logging, metrics_runtime, run_worker
+    from worker import actions_folders, configure_logging, metrics_runtime, run_worker
 
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
@@ -952,6 +952,7 @@ async def worker(
         concurrency=concurrency,
         grace=grace_period,
         sandbox=sandbox,
+        watch=actions_folders(),
     )
     return 0
 
@@ -971,7 +972,7 @@ async def dev(
 ) -> int:
     """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
     from starter._dev import DevServer, register_search_attributes
-    from worker import configure_logging, run_worker
+    from worker import actions_folders, configure_logging, run_worker
 
     configure_logging()
     if ui_codec_endpoint and not ui_codec_endpoint.startswith(("http://", "https://")):
@@ -998,7 +999,9 @@ async def dev(
                 "set the codec endpoint in the Web UI instead",
                 markup=False,
             )
-        await run_worker(client, session.registry, task_queue=session.task_queue)
+        await run_worker(
+            client, session.registry, task_queue=session.task_queue, watch=actions_folders()
+        )
     finally:
         server.stop()
     return 0

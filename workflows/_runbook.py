@@ -17,6 +17,7 @@ and nothing else ever escapes the loader, whatever the input. The format is docu
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -1101,6 +1102,12 @@ class _Compiler:
 # ------------------------------------------------------------------------------ loading
 
 
+def runbook_version(text: str | bytes) -> str:
+    """A runbook's version: the first 12 hex digits of the SHA-256 of its file's bytes."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
 def load_runbook_text(text: str | bytes, source: str = "<runbook>") -> Action:
     """The action defined by the YAML ``text``; ``source`` names it in errors (a file name).
 
@@ -1108,7 +1115,9 @@ def load_runbook_text(text: str | bytes, source: str = "<runbook>") -> Action:
     else, whatever the input.
     """
     try:
-        return _load(text, source)
+        action = _load(text, source)
+        action.version = runbook_version(text)
+        return action
     except SpecError:
         raise
     except RecursionError:
