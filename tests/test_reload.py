@@ -1,0 +1,137 @@
+"""A running worker serves edited runbooks within seconds (issue 13): an edit is served, an
+invalid edit keeps the last good version with one error line, a run in flight keeps its plan,
+and added and removed runbooks come and go. A real worker (``run_worker``, the start path of
+``sternway worker`` and ``sternway dev``) on the dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from temporalio.testing import WorkflowEnvironment
+
+from sternway import submit
+from tests.helpers import wait_for
+from worker import load_registry, run_worker
+from workflows._actions import Registry
+from workflows._runbook import runbook_version
+from workflows.models import JobState
+
+SAY = "import sys; print(sys.argv[1])"
+
+
+def greet(word: str) -> str:
+    """A runbook that waits for an approval when asked, then prints ``word``."""
+    argv = json.dumps([sys.executable, "-c", SAY, word])
+    return f"""
+name: reload-greet
+args:
+  optional:
+    - {{name: gate, type: bool, default: false}}
+jobs:
+  - {{name: gate, run: approval, if: "${{{{ args.gate }}}}"}}
+  - {{name: say, run: shell, after: [gate], with: {{argv: {argv}}}}}
+"""
+
+
+async def served(registry: Registry, name: str, version: str | None) -> None:
+    """Wait until the worker's registry serves ``version`` of ``name`` (None: not at all)."""
+    deadline = asyncio.get_running_loop().time() + 5.0  # the promise: within 5 s
+    while True:
+        now = registry.get(name).version if name in registry else None
+        if now == version:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{name}: still {now}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def watched(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> AsyncIterator[tuple[Path, Registry, list[dict[str, Any]]]]:
+    """A folder with greet('v1'), and a worker serving it with reload; the worker's log."""
+    folder = tmp_path / "actions"
+    folder.mkdir()
+    (folder / "greet.yaml").write_text(greet("v1"))
+    registry = load_registry(modules=[], folders=[folder])
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(
+            run_worker(dev_env.client, registry, task_queue=task_queue, stop=stop, watch=[folder])
+        )
+        try:
+            yield folder, registry, logs
+        finally:
+            stop.set()
+            await task
+
+
+async def say(env: WorkflowEnvironment, task_queue: str, **args: Any) -> str:
+    handle = await submit(env.client, "reload-greet", args, task_queue=task_queue)
+    status = await handle.wait()
+    assert status.state == "COMPLETED", status.model_dump_json()
+    return str(status.job("say").output["stdout"]).strip()
+
+
+async def test_edit_is_served_bad_edit_is_not_and_runs_in_flight_keep_their_plan(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    watched: tuple[Path, Registry, list[dict[str, Any]]],
+) -> None:
+    folder, registry, logs = watched
+    file = folder / "greet.yaml"
+    assert await say(dev_env, task_queue) == "v1"
+    # A run that starts with v1 and waits for a person.
+    in_flight = await submit(dev_env.client, "reload-greet", {"gate": True}, task_queue=task_queue)
+    await wait_for(in_flight, lambda s: s.job("gate").state == JobState.WAITING)
+
+    # An edit is served within 5 s: a run submitted after prints the new text.
+    file.write_text(greet("v2"))
+    await served(registry, "reload-greet", runbook_version(greet("v2")))
+    assert await say(dev_env, task_queue) == "v2"
+    assert [e for e in logs if e["event"] == "runbooks reloaded"][-1]["changed"] == ["reload-greet"]
+
+    # An invalid edit keeps v2 and logs one error line, however long it stays.
+    file.write_text(greet("v3").replace("run: shell", "run: shel"))
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while not [e for e in logs if e["log_level"] == "error"]:
+        assert asyncio.get_running_loop().time() < deadline, logs
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2.5)  # two more looks at the folder: no second line for the same file
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1, errors
+    assert "unknown job kind 'shel'" in errors[0]["error"] and "greet.yaml:" in errors[0]["error"]
+    assert errors[0]["event"] == "runbooks not reloaded: the last good ones stay served"
+    assert await say(dev_env, task_queue) == "v2"
+
+    # The run in flight finishes with the plan it started with.
+    await in_flight.approve("gate")
+    status = await in_flight.wait()
+    assert status.state == "COMPLETED"
+    assert status.job("say").output["stdout"].strip() == "v1"
+
+
+async def test_added_and_removed_runbooks_come_and_go(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    watched: tuple[Path, Registry, list[dict[str, Any]]],
+) -> None:
+    folder, registry, _ = watched
+    other = greet("added").replace("reload-greet", "reload-other")
+    (folder / "other.yml").write_text(other)
+    await served(registry, "reload-other", runbook_version(other))
+    handle = await submit(dev_env.client, "reload-other", {}, task_queue=task_queue)
+    assert (await handle.wait()).job("say").output["stdout"].strip() == "added"
+
+    (folder / "other.yml").unlink()
+    await served(registry, "reload-other", None)
+    gone = await submit(dev_env.client, "reload-other", {}, task_queue=task_queue)
+    status = await gone.wait()
+    assert status.state == "FAILED" and status.error is not None
+    assert "unknown action 'reload-other'" in status.error.message
