@@ -33,6 +33,7 @@ from activities import JobActivities
 from activities.site import deploy_site
 from workflows import ActionWorkflow
 from workflows._actions import Action, Registry
+from workflows._catalog import CatalogActivity, CatalogWorkflow
 from workflows._runbook import load_folder, runbook_version
 from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
@@ -264,8 +265,8 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ActionWorkflow],
-        activities=[jobs.resolve, jobs.execute, jobs.rollback],
+        workflows=[ActionWorkflow, CatalogWorkflow],
+        activities=[jobs.resolve, jobs.execute, jobs.rollback, CatalogActivity(registry).catalog],
         workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,
         default_heartbeat_throttle_interval=heartbeat_throttle,

@@ -17,6 +17,7 @@ import structlog
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
+from tests.cli import cli_env, sternway
 from tests.helpers import wait_for
 from worker import load_registry, run_worker
 from workflows._actions import Registry
@@ -135,3 +136,38 @@ async def test_added_and_removed_runbooks_come_and_go(
     status = await gone.wait()
     assert status.state == "FAILED" and status.error is not None
     assert "unknown action 'reload-other'" in status.error.message
+
+
+async def test_actions_and_validate_show_the_version_the_workers_serve(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    tmp_path: Path,
+    watched: tuple[Path, Registry, list[dict[str, Any]]],
+) -> None:
+    folder, _, _ = watched
+    address = dev_env.client.service_client.config.target_host
+    v1 = runbook_version(greet("v1"))
+    elsewhere = tmp_path / "draft.yaml"
+    elsewhere.write_text(greet("draft"))
+
+    # The CLI loads the draft's folder, the workers serve v1: `actions` shows theirs.
+    env = cli_env(address, task_queue, STERNWAY_ACTIONS_PATH=str(tmp_path), STERNWAY_MODULES="")
+    listed = await sternway(env, "actions", "--json")
+    assert listed.code == 0, listed
+    [greeting] = [a for a in listed.json() if a["name"] == "reload-greet"]
+    assert greeting["version"] == f"{v1} (file here: {runbook_version(greet('draft'))})"
+
+    # validate of a file the workers serve in another version warns, and still exits 0.
+    checked = await sternway(env, "validate", str(elsewhere))
+    assert checked.code == 0, checked
+    assert f"serve 'reload-greet' version {v1}" in checked.err, checked.err
+    # The file they serve: no warning.
+    served = cli_env(address, task_queue, STERNWAY_ACTIONS_PATH=str(folder))
+    same = await sternway(served, "validate", str(folder / "greet.yaml"))
+    assert same.code == 0 and "warning" not in same.err, same
+
+    # No worker on the queue: versions of the files here, said plainly; no warning.
+    alone = cli_env(address, f"{task_queue}-none", STERNWAY_ACTIONS_PATH=str(folder))
+    listed = await sternway(alone, "actions", "--json")
+    [greeting] = [a for a in listed.json() if a["name"] == "reload-greet"]
+    assert greeting["version"] == v1 and "no worker answered" in listed.err
