@@ -17,10 +17,12 @@ import structlog
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
+from sternway._catalog import served_actions
 from tests.cli import cli_env, sternway
 from tests.helpers import wait_for
-from worker import load_registry, run_worker
+from worker import create_worker, load_registry, run_worker
 from workflows._actions import Registry
+from workflows._catalog import ServedAction
 from workflows._runbook import runbook_version
 from workflows.models import JobState
 
@@ -50,6 +52,16 @@ async def served(registry: Registry, name: str, version: str | None) -> None:
             return
         assert asyncio.get_running_loop().time() < deadline, f"{name}: still {now}"
         await asyncio.sleep(0.1)
+
+
+async def catalog(env: WorkflowEnvironment, task_queue: str) -> dict[str, ServedAction]:
+    """The workers' catalog, once their pollers show on the queue (a moment after they start;
+    until then there is no worker to ask)."""
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while (served := await served_actions(env.client, task_queue)) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the catalog never answered"
+        await asyncio.sleep(0.2)
+    return served
 
 
 @pytest.fixture
@@ -149,6 +161,7 @@ async def test_actions_and_validate_show_the_version_the_workers_serve(
     v1 = runbook_version(greet("v1"))
     elsewhere = tmp_path / "draft.yaml"
     elsewhere.write_text(greet("draft"))
+    assert (await catalog(dev_env, task_queue))["reload-greet"].version == v1
 
     # The CLI loads the draft's folder, the workers serve v1: `actions` shows theirs.
     env = cli_env(address, task_queue, STERNWAY_ACTIONS_PATH=str(tmp_path), STERNWAY_MODULES="")
@@ -171,3 +184,14 @@ async def test_actions_and_validate_show_the_version_the_workers_serve(
     listed = await sternway(alone, "actions", "--json")
     [greeting] = [a for a in listed.json() if a["name"] == "reload-greet"]
     assert greeting["version"] == v1 and "no worker answered" in listed.err
+
+
+@pytest.mark.parametrize("sandbox", ["off", "strict"])
+async def test_the_catalog_answers_under_either_sandbox(
+    dev_env: WorkflowEnvironment, task_queue: str, sandbox: str
+) -> None:
+    registry = load_registry(modules=[], folders=[])
+    async with create_worker(dev_env.client, registry, task_queue=task_queue, sandbox=sandbox):
+        served = await catalog(dev_env, task_queue)
+    assert served["deploy-site"].version == "python"
+    assert served["deploy-site"].source is None
