@@ -7,7 +7,10 @@ within a grace period. ``python worker.py`` and ``sternway worker`` both end up 
 Actions: the shipped sample actions, every module named in ``STERNWAY_MODULES``
 (comma-separated) that holds ``Action`` objects (or an ``ACTIONS`` list of them), and the YAML
 runbooks of every folder in ``STERNWAY_ACTIONS_PATH`` (``os.pathsep``-separated; when it is unset,
-the ``actions/`` folder shipped next to this file).
+the ``actions/`` folder shipped next to this file). ``run_worker`` given those folders
+(``watch=``, as ``sternway worker`` and ``sternway dev`` do) reloads their runbooks while it runs
+(:class:`RunbookWatcher`). Every worker also answers the ``sternway.catalog`` workflow with the
+actions and versions it serves (workflows/_catalog.py).
 """
 
 from __future__ import annotations
