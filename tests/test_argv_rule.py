@@ -96,6 +96,8 @@ async def test_a_run_applies_the_same_rule(dev_env: WorkflowEnvironment, task_qu
         _job(f"lit-{case}", literal) for case, literal, _, exp in TABLE if exp.startswith('"')
     )
     exprs = "".join(_job(f"expr-{case}", json.dumps(expr)) for case, _, expr, _ in TABLE)
+    # In text around expressions, a bool and a number are written the same way.
+    exprs += _job("text", json.dumps("--flag=${{ args.flag }},${{ args.off }},${{ args.x }}"))
     action = load_runbook_text(runbook("argv-run", accepted_literals + exprs), "t.yaml")
     async with create_worker(dev_env.client, Registry([action]), task_queue=task_queue):
         handle = await submit(
@@ -108,6 +110,7 @@ async def test_a_run_applies_the_same_rule(dev_env: WorkflowEnvironment, task_qu
             seen[job.name] = job.error.message
         else:
             seen[job.name] = json.loads(job.output["stdout"])[0]
+    assert seen["text"] == "--flag=true,false,2.5"
     for case, literal, _, expected in TABLE:
         accepted, words = _outcome(expected)
         if accepted:
