@@ -7,7 +7,10 @@ within a grace period. ``python worker.py`` and ``sternway worker`` both end up 
 Actions: the shipped sample actions, every module named in ``STERNWAY_MODULES``
 (comma-separated) that holds ``Action`` objects (or an ``ACTIONS`` list of them), and the YAML
 runbooks of every folder in ``STERNWAY_ACTIONS_PATH`` (``os.pathsep``-separated; when it is unset,
-the ``actions/`` folder shipped next to this file).
+the ``actions/`` folder shipped next to this file). ``run_worker`` given those folders
+(``watch=``, as ``sternway worker`` and ``sternway dev`` do) reloads their runbooks while it runs
+(:class:`RunbookWatcher`). Every worker also answers the ``sternway.catalog`` workflow with the
+actions and versions it serves (workflows/_catalog.py).
 """
 
 from __future__ import annotations
@@ -41,15 +44,18 @@ from activities import JobActivities
 from activities.site import deploy_site
 from workflows import ActionWorkflow
 from workflows._actions import Action, Registry
-from workflows._runbook import load_folder
+from workflows._catalog import CatalogActivity, CatalogWorkflow
+from workflows._runbook import load_folder, runbook_version
 from workflows.errors import SpecError
 from workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
 
 __all__ = [
+    "RunbookWatcher",
     "actions_folders",
     "configure_logging",
     "create_worker",
     "load_registry",
+    "load_runbooks",
     "run_worker",
     "worker_settings",
     "workflow_runner",
@@ -172,12 +178,20 @@ def actions_folders() -> list[Path]:
     return [Path(p) for p in configured.split(os.pathsep) if p.strip()]
 
 
-def _source_of(action: Action) -> str:
-    """Where an action was defined, for error messages."""
-    if action.source:
-        return action.source
-    modules = sorted({job.execute.__module__ for job in action.jobs})
-    return f"Python module {', '.join(modules)}" if modules else "Python code"
+def load_runbooks(folders: Iterable[str | Path]) -> list[Action]:
+    """The YAML runbooks of ``folders``; a :class:`SpecError` for the first that does not load,
+    or for a name that two files use."""
+    found: dict[str, Action] = {}
+    for folder in folders:
+        for action in load_folder(folder):
+            other = found.get(action.name)
+            if other is not None:
+                raise SpecError(
+                    f"action {action.name!r} is defined twice: in {action.source} and in "
+                    f"{other.source}"
+                )
+            found[action.name] = action
+    return list(found.values())
 
 
 def load_registry(
@@ -198,15 +212,78 @@ def load_registry(
         if id(action) not in seen:
             seen.add(id(action))
             registry.add(action)
-    for folder in actions_folders() if folders is None else folders:
-        for action in load_folder(folder):
-            if action.name in registry:
-                other = _source_of(registry.get(action.name))
-                raise SpecError(
-                    f"action {action.name!r} is defined twice: in {action.source} and in {other}"
-                )
-            registry.add(action)
+    registry.replace_runbooks(load_runbooks(actions_folders() if folders is None else folders))
     return registry
+
+
+RELOAD_EVERY = 1.0
+"""Seconds between two looks at the runbook folders of a running worker."""
+
+
+class RunbookWatcher:
+    """Keeps the runbooks of a running worker's registry in step with its folders.
+
+    Every :data:`RELOAD_EVERY` seconds it hashes the ``*.yaml``/``*.yml`` files of ``folders``;
+    when any was added, changed or removed, it loads them all and swaps them into the registry at
+    once. When they do not load (a file does not validate, a name is used twice, a folder is
+    gone), the registry keeps the runbooks it has and one error line says why; the next change
+    is tried again. Runs in flight are not affected either way: a run's plan is fixed when it
+    starts, by the ``sternway.resolve`` local activity, and recorded in its history.
+    """
+
+    def __init__(self, registry: Registry, folders: Iterable[str | Path]) -> None:
+        self.registry = registry
+        self.folders = [Path(f) for f in folders]
+        self._log = structlog.get_logger("sternway.worker")
+        self._seen = self._snapshot()
+
+    def _snapshot(self) -> dict[str, str]:
+        """Each runbook file's path and version (a hash of its bytes), as they are now."""
+        found: dict[str, str] = {}
+        for folder in self.folders:
+            try:
+                files = sorted(folder.iterdir())
+            except OSError as err:
+                found[str(folder)] = f"unreadable: {err}"
+                continue
+            for file in files:
+                if file.suffix not in (".yaml", ".yml"):
+                    continue
+                try:
+                    found[str(file)] = runbook_version(file.read_bytes())
+                except OSError as err:  # a file removed or a folder entry: a change to try
+                    found[str(file)] = f"unreadable: {err}"
+        return found
+
+    def check(self) -> bool:
+        """Reload if a runbook file changed since the last look; whether the registry changed."""
+        now = self._snapshot()
+        if now == self._seen:
+            return False
+        self._seen = now
+        before = {a.name: a.version for a in self.registry if a.source is not None}
+        try:
+            loaded = load_runbooks(self.folders)
+            self.registry.replace_runbooks(loaded)
+        except SpecError as err:
+            self._log.error("runbooks not reloaded: the last good ones stay served", error=str(err))
+            return False
+        after = {a.name: a.version for a in loaded}
+        changed = sorted(n for n in after if n in before and before[n] != after[n])
+        self._log.info(
+            "runbooks reloaded",
+            added=sorted(after.keys() - before.keys()),
+            changed=changed,
+            removed=sorted(before.keys() - after.keys()),
+        )
+        return True
+
+    async def run(self) -> None:
+        """Look every :data:`RELOAD_EVERY` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(RELOAD_EVERY)
+            # Reading and parsing files blocks: in a thread, so workflow tasks keep flowing.
+            await asyncio.to_thread(self.check)
 
 
 def workflow_runner(sandbox: str = "off") -> WorkflowRunner:
@@ -253,8 +330,8 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ActionWorkflow],
-        activities=[jobs.resolve, jobs.execute, jobs.rollback],
+        workflows=[ActionWorkflow, CatalogWorkflow],
+        activities=[jobs.resolve, jobs.execute, jobs.rollback, CatalogActivity(registry).catalog],
         workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,
         default_heartbeat_throttle_interval=heartbeat_throttle,
@@ -303,8 +380,13 @@ async def run_worker(
     grace: timedelta = timedelta(seconds=30),
     stop: asyncio.Event | None = None,
     sandbox: str = "off",
+    watch: Iterable[str | Path] | None = None,
 ) -> None:
-    """Run a worker until SIGINT/SIGTERM (or ``stop``); running jobs get ``grace`` to finish."""
+    """Run a worker until SIGINT/SIGTERM (or ``stop``); running jobs get ``grace`` to finish.
+
+    With ``watch`` (folders of runbooks, normally :func:`actions_folders`), a
+    :class:`RunbookWatcher` serves their added, changed and removed runbooks within seconds.
+    """
     log = structlog.get_logger("sternway.worker")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -318,13 +400,16 @@ async def run_worker(
         graceful_shutdown_timeout=grace,
         sandbox=sandbox,
     )
+    watcher = None if watch is None else RunbookWatcher(registry, watch)
     log.info(
         "worker started",
         task_queue=task_queue,
         workflow_sandbox=sandbox,
         namespace=client.namespace,
         actions=[a.name for a in registry],
+        watching=None if watcher is None else [str(f) for f in watcher.folders],
     )
+    reloading = None if watcher is None else asyncio.create_task(watcher.run())
     try:
         async with worker:
             await stop.wait()
@@ -332,6 +417,8 @@ async def run_worker(
                 "worker stopping: running jobs get the grace period", grace_s=grace.total_seconds()
             )
     finally:
+        if reloading is not None:
+            reloading.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("worker stopped")

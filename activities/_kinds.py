@@ -8,7 +8,8 @@ Kinds and their ``with`` parameters (bad parameters fail the job at once with re
 ``rejected``, and are never retried):
 
 ``shell``
-    ``argv`` (the program and its arguments, a list of strings; numbers are turned into strings),
+    ``argv`` (the program and its arguments, a list of strings; bools and numbers
+    become their JSON text, see workflows/_argv.py),
     ``env`` (added to the worker's environment), ``cwd``, ``timeout`` (a duration; without it the
     job's own timeout applies), ``non_retryable_exit_codes`` (a list of ints), ``shell`` (default
     false) and ``script`` (only with ``shell: true``, run by ``/bin/sh -c``). The program is
@@ -61,6 +62,7 @@ from typing import Any
 import httpx
 
 from activities._jobs import JobContext, RollbackContext, _call
+from workflows._argv import argv_text
 from workflows.errors import JobError, JobRejected
 from workflows.models import HTTP_METHODS, KIND_PARAMS, parse_duration
 
@@ -118,6 +120,16 @@ def _string(kind: str, where: str, value: Any) -> str:
 
 # -------------------------------------------------------------------------------------- shell
 
+
+def _argv_item(index: int, value: Any) -> str:
+    """One argv element as an argument: the rule the loader checks too (workflows/_argv.py)."""
+    try:
+        text = argv_text(value)
+    except ValueError as err:
+        raise _reject("shell", f"argv[{index}] {err}") from None
+    return _string("shell", f"argv[{index}]", text)
+
+
 TAIL_BYTES = 4096
 """How much of the end of stdout and of stderr a shell job keeps."""
 DETAIL_CHARS = 200
@@ -174,7 +186,7 @@ def _shell_command(params: Mapping[str, Any]) -> _ShellCommand:
             )
         if not isinstance(argv_in, list) or not argv_in:
             raise _reject("shell", f"argv must be a non-empty list of strings, got {argv_in!r}")
-        argv = [_string("shell", f"argv[{i}]", arg) for i, arg in enumerate(argv_in)]
+        argv = [_argv_item(i, arg) for i, arg in enumerate(argv_in)]
         if not argv[0]:
             raise _reject("shell", "argv[0], the program to run, is empty")
     env_in = params.get("env")

@@ -210,7 +210,8 @@ def _arg_line(arg: dict[str, Any]) -> str:
 
 def action_lines(action: dict[str, Any]) -> list[str]:
     """An action of ``sternway actions --json`` as lines: name and source, description, args."""
-    lines = [f"{action['name']}  ({action['source'] or 'Python'})"]
+    source = action["source"] or "Python"
+    lines = [f"{action['name']}  ({source}; version {action.get('version', '?')})"]
     if action["description"]:
         lines.append(f"  {action['description']}")
     lines += [_arg_line(arg) for arg in action["args"]] or ["  no args"]

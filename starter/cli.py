@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from workflows._actions import Action, Registry
+    from workflows._catalog import ServedAction
 
 # Imports that only some commands need (rich, yaml, the registry of actions and the worker) are
 # made inside them: `sternway status` and `list` start about as fast as a bare temporalio client.
@@ -423,13 +424,26 @@ def _run_id_argument(ctx: click.Context, param: click.Parameter, value: str) -> 
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_command
 async def actions(session: Session, as_json: bool) -> int:
-    """List the registered actions (Python and YAML runbooks) and their args."""
+    """List the registered actions (Python and YAML runbooks) and their args.
+
+    ``version`` is the version the workers serve (a runbook's is a hash of its file), asked of
+    them; when no worker answers, it is the version of the files this command loaded.
+    """
+    served = await _served(session)
+    if served is None:
+        session.err.print(
+            f"note: no worker answered on task queue {session.task_queue}: "
+            "versions are those of the files here",
+            markup=False,
+            soft_wrap=True,
+        )
     listed = [
         {
             "name": a.name,
             "description": a.description,
             "args": _args_of(a),
             "source": a.source,
+            "version": _version_label(a, served),
         }
         for a in session.registry
     ]
@@ -442,6 +456,54 @@ async def actions(session: Session, as_json: bool) -> int:
     for item in listed:
         session.out.print("\n".join(action_lines(item)), soft_wrap=not session.out.is_terminal)
     return 0
+
+
+async def _served(session: Session) -> dict[str, ServedAction] | None:
+    """What the workers of the session's task queue serve; ``None`` when that cannot be learnt
+    (no server, no worker): these commands work offline, so it is never an error."""
+    from sternway._catalog import served_actions
+
+    try:
+        client = await asyncio.wait_for(session.client(), 3.0)
+    except Exception:  # unreachable, misconfigured: the versions are unknown, nothing more
+        return None
+    return await served_actions(client, session.task_queue)
+
+
+def _version_label(action: Action, served: dict[str, ServedAction] | None) -> str:
+    """The version the workers serve, with this machine's file version when it differs."""
+    if served is None:
+        return action.version
+    there = served.get(action.name)
+    if there is None:
+        return "not served"
+    if there.version != action.version:
+        return f"{there.version} (file here: {action.version})"
+    return there.version
+
+
+def _warn_if_served_differs(
+    session: Session, loaded: Action, served: dict[str, ServedAction] | None
+) -> None:
+    """Say so when the workers serve another version of this runbook, or none."""
+    if served is None:
+        return  # no worker answered: nothing to compare with
+    there = served.get(loaded.name)
+    queue = session.task_queue
+    if there is None:
+        message = (
+            f"warning: the workers on task queue {queue} do not serve {loaded.name!r}: "
+            "put the file in a folder they watch (STERNWAY_ACTIONS_PATH) to run it"
+        )
+    elif there.version != loaded.version:
+        message = (
+            f"warning: the workers on task queue {queue} serve {loaded.name!r} version "
+            f"{there.version} (from {there.source or 'Python code'}), not this file's "
+            f"{loaded.version}: runs use theirs until this file is in a folder they watch"
+        )
+    else:
+        return
+    session.err.print(message, markup=False, soft_wrap=True)
 
 
 def _args_of(action: Action) -> list[dict[str, Any]]:
@@ -485,6 +547,7 @@ async def validate(
 
     loaded = load_runbook(action)
     _check_name_clash(session, loaded, action)
+    _warn_if_served_differs(session, loaded, await _served(session))
     if pairs or args_file:
         parse_args(loaded, pairs, args_file)
         what = "the runbook and its args are valid"
@@ -955,7 +1018,7 @@ async def worker(
     sandbox: str,
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
-    from worker import configure_logging, metrics_runtime, run_worker
+    from worker import actions_folders, configure_logging, metrics_runtime, run_worker
 
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
@@ -971,6 +1034,7 @@ async def worker(
         concurrency=concurrency,
         grace=grace_period,
         sandbox=sandbox,
+        watch=actions_folders(),
     )
     return 0
 
@@ -990,7 +1054,7 @@ async def dev(
 ) -> int:
     """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
     from starter._dev import DevServer, register_search_attributes
-    from worker import configure_logging, run_worker
+    from worker import actions_folders, configure_logging, run_worker
 
     configure_logging()
     if ui_codec_endpoint and not ui_codec_endpoint.startswith(("http://", "https://")):
@@ -1017,7 +1081,9 @@ async def dev(
                 "set the codec endpoint in the Web UI instead",
                 markup=False,
             )
-        await run_worker(client, session.registry, task_queue=session.task_queue)
+        await run_worker(
+            client, session.registry, task_queue=session.task_queue, watch=actions_folders()
+        )
     finally:
         server.stop()
     return 0

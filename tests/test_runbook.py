@@ -23,7 +23,7 @@ from sternway import ArgsError, RunHandle, SpecError
 from tests.cli import REPO, cli_env, sternway
 from worker import load_registry
 from workflows._expr import render
-from workflows._runbook import load_folder, load_runbook, load_runbook_text
+from workflows._runbook import load_folder, load_runbook, load_runbook_text, runbook_version
 from workflows.models import (
     CallSpec,
     CommandResult,
@@ -973,8 +973,11 @@ async def test_cli_lists_yaml_actions_with_their_source(env: dict[str, str]) -> 
     actions = {a["name"]: a for a in listed.json()}
     assert actions["deploy-site"]["source"] is None
     restart = actions["rolling-restart"]
-    assert set(restart) == {"name", "description", "args", "source"}
+    assert set(restart) == {"name", "description", "args", "source", "version"}
     assert restart["source"] == str(ACTIONS / "rolling-restart.yaml")
+    # No worker answers here: the version of the file this command loaded.
+    assert restart["version"] == runbook_version((ACTIONS / "rolling-restart.yaml").read_bytes())
+    assert actions["deploy-site"]["version"] == "python"
     args = {a["name"]: a for a in restart["args"]}
     assert args["hosts"] == {
         "name": "hosts", "type": "array", "format": None, "required": True, "default": None,

@@ -19,7 +19,10 @@ from pydantic_core import to_jsonable_python
 from workflows.errors import ArgsError, SpecError
 from workflows.models import CallSpec, JobSpec, Plan, ResolvedRun, RetrySpec, parse_duration
 
-__all__ = ["Action", "Job", "Registry", "Retry", "function_ref", "secrets_of"]
+__all__ = ["PYTHON_VERSION", "Action", "Job", "Registry", "Retry", "function_ref", "secrets_of"]
+
+PYTHON_VERSION = "python"
+"""The version shown for an action defined in Python code."""
 
 DurationLike = str | float | int | timedelta
 JobFunction = Callable[..., Any]
@@ -136,6 +139,9 @@ class Action:
         self.args_model = args
         self.static: dict[str, Any] = {}
         self.source: str | None = None
+        # What ``sternway actions`` shows as the version a worker serves: a runbook's is a hash
+        # of its file (workflows._runbook.runbook_version); Python code has no file to hash.
+        self.version = PYTHON_VERSION
         self.jobs = list(jobs)
         try:
             self.plan = Plan(
@@ -166,6 +172,7 @@ class Action:
         action.args_model = args_model
         action.static = dict(static or {})
         action.source = source
+        action.version = PYTHON_VERSION
         action.jobs = []
         action.plan = plan
         return action
@@ -244,6 +251,14 @@ def secrets_of(value: Any) -> list[str]:
     return sorted(found, key=lambda text: (-len(text), text))
 
 
+def _defined_in(action: Action) -> str:
+    """Where an action was defined, for error messages."""
+    if action.source:
+        return action.source
+    modules = sorted({job.execute.__module__ for job in action.jobs})
+    return f"Python module {', '.join(modules)}" if modules else "Python code"
+
+
 def _first_error(err: Exception) -> str:
     """A one-line message for a validation error: the field path and what is wrong."""
     if isinstance(err, pydantic.ValidationError):
@@ -296,6 +311,26 @@ class Registry:
 
     def __iter__(self) -> Any:
         return iter(sorted(self._actions.values(), key=lambda a: a.name))
+
+    def replace_runbooks(self, actions: Iterable[Action]) -> None:
+        """Serve ``actions`` instead of every action that came from a file (``source`` set).
+
+        All or nothing: a name used twice (among ``actions``, or by a Python action) is a
+        :class:`SpecError` and the registry stays as it was. The swap is one assignment, so a
+        lookup sees the old set or the new one, never a mix. Runbooks call no registered
+        functions, so the functions stay as they are.
+        """
+        kept = {name: a for name, a in self._actions.items() if a.source is None}
+        new: dict[str, Action] = dict(kept)
+        for action in actions:
+            other = new.get(action.name)
+            if other is not None:
+                where = _defined_in(other)
+                raise SpecError(
+                    f"action {action.name!r} is defined twice: in {action.source} and in {where}"
+                )
+            new[action.name] = action
+        self._actions = new
 
     def function(self, ref: str) -> JobFunction:
         """The job or hook function a plan calls ``ref``."""

@@ -21,6 +21,15 @@ __all__ = ["ROOTS", "ExpressionError", "has_expression", "render", "roots", "tru
 ROOTS = frozenset({"args", "jobs", "run"})
 """Names every expression may read; ``each`` adds its ``as`` name inside its job or group."""
 
+
+def _finalize(value: Any) -> Any:
+    """How a value is written into text around it: a bool as ``true``/``false``, the way a whole
+    expression's bool becomes an argv argument (workflows/_argv.py), not Python's ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 _ENV = ImmutableSandboxedEnvironment(
     variable_start_string="${{",
     variable_end_string="}}",
@@ -31,6 +40,7 @@ _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
+    finalize=_finalize,
 )
 # The interpreter evaluates expressions in workflow code, so they must give the same value on
 # every replay: Jinja2's two sources of randomness are taken away.

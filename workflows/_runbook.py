@@ -17,6 +17,7 @@ and nothing else ever escapes the loader, whatever the input. The format is docu
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -42,6 +43,7 @@ from pydantic_core import to_jsonable_python
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from workflows._actions import Action
+from workflows._argv import argv_text
 from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, roots
 from workflows.errors import SpecError
 from workflows.models import (
@@ -608,11 +610,11 @@ class _Params:
                 raise self.fail("argv", "must be a non-empty list: the program and its arguments")
             fixed: list[Any] = []
             for i, item in enumerate(argv):
-                if isinstance(item, bool) or not isinstance(item, str | int | float):
-                    raise _Invalid(
-                        (*self.path, "argv", i), f"must be a string, not {_kind_of(item)}"
-                    )
-                fixed.append(item if isinstance(item, str) else str(item))
+                # The same rule as the shell kind's at run time (workflows/_argv.py).
+                try:
+                    fixed.append(argv_text(item))  # expressions are strings: kept
+                except ValueError as err:
+                    raise _Invalid((*self.path, "argv", i), str(err)) from None
             self.params["argv"] = fixed
         self.string("script")
         self.boolean("shell")
@@ -1122,6 +1124,12 @@ class _Compiler:
 # ------------------------------------------------------------------------------ loading
 
 
+def runbook_version(text: str | bytes) -> str:
+    """A runbook's version: the first 12 hex digits of the SHA-256 of its file's bytes."""
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
 def load_runbook_text(text: str | bytes, source: str = "<runbook>") -> Action:
     """The action defined by the YAML ``text``; ``source`` names it in errors (a file name).
 
@@ -1129,7 +1137,9 @@ def load_runbook_text(text: str | bytes, source: str = "<runbook>") -> Action:
     else, whatever the input.
     """
     try:
-        return _load(text, source)
+        action = _load(text, source)
+        action.version = runbook_version(text)
+        return action
     except SpecError:
         raise
     except RecursionError:
