@@ -24,6 +24,7 @@ import json
 import os
 import re
 import signal
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -130,39 +131,62 @@ def _load_libc() -> ctypes.CDLL:
 _libc = _load_libc()
 
 
-def state_dir() -> Path:
-    """Where this host's workers record the process groups of running shell jobs (per user)."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    path = Path(base) / f"sternway-{os.getuid()}" / "shell-groups"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+def state_dir() -> Path | None:
+    """Where this host's workers record the process groups of running shell jobs (per user).
+
+    None when it cannot be made or is not this user's own private folder (another user could
+    otherwise plant a record that makes a worker kill a process group of its choice).
+    """
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    path = base / f"sternway-{os.getuid()}" / "shell-groups"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for folder in (path.parent, path):
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=0o700)
+            info = os.lstat(folder)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                return None
+            if info.st_mode & 0o077:  # ours, made with a wider umask or mode: make it private
+                os.chmod(folder, 0o700)
+    except OSError:
+        return None
     return path
 
 
-def _record_path(key: str) -> Path:
-    return state_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
+def _record_path(key: str) -> Path | None:
+    folder = state_dir()
+    if folder is None:
+        return None
+    return folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
 
 
 def _start_time(pid: int) -> str | None:
     """The start time of ``pid`` (field 22 of /proc/<pid>/stat), to tell a reused pid apart."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
+    fields = text[text.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None
 
 
 def record_group(key: str, pgid: int) -> None:
     """Record that the attempt ``key`` runs in process group ``pgid`` on this host."""
+    path = _record_path(key)
+    if path is None:
+        return
     record = {"key": key, "pgid": pgid, "start": _start_time(pgid), "worker": os.getpid()}
     with contextlib.suppress(OSError):
-        _record_path(key).write_text(json.dumps(record))
+        path.write_text(json.dumps(record))
 
 
 def forget_group(key: str) -> None:
     """The attempt's process ended (or was killed): its record is no longer needed."""
-    with contextlib.suppress(OSError):
-        _record_path(key).unlink(missing_ok=True)
+    path = _record_path(key)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def kill_recorded_group(key: str) -> int | None:
@@ -173,6 +197,8 @@ def kill_recorded_group(key: str) -> int | None:
     process (same start time).
     """
     path = _record_path(key)
+    if path is None:
+        return None
     try:
         record = json.loads(path.read_text())
         pgid = int(record["pgid"])

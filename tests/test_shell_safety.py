@@ -3,13 +3,24 @@ take values as positional parameters, never as script text."""
 
 from __future__ import annotations
 
+import json
+import signal
+import stat
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities._shell_host import configure_shell_env, parse_allowlist
+from activities._shell_host import (
+    configure_shell_env,
+    kill_recorded_group,
+    parse_allowlist,
+    record_group,
+    state_dir,
+)
 from sternway import submit
 from tests.cli import cli_env, sternway
 from worker import create_worker
@@ -127,3 +138,24 @@ async def test_a_shell_script_with_an_expression_is_refused_and_its_replacement_
     assert not canary.exists()
     assert status.code == 0, status.err
     assert status.json()["jobs"][0]["output"]["stdout"] == f"said: {message}\n"
+
+
+def test_a_recorded_group_is_killed_once_and_only_if_it_is_the_same_process() -> None:
+    key = f"run-{uuid.uuid4().hex}/job/execute/1"
+    sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        record_group(key, sleeper.pid)
+        path = state_dir()
+        assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o700
+        # A record whose leader is another process now (a reused pid) is dropped, not obeyed.
+        record = next(f for f in path.iterdir() if key in f.read_text())
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "start": "1"}))
+        assert kill_recorded_group(key) is None and sleeper.poll() is None
+        record_group(key, sleeper.pid)
+        assert kill_recorded_group(key) == sleeper.pid
+        assert sleeper.wait(10) == -signal.SIGKILL
+        assert kill_recorded_group(key) is None  # the record is gone with the group
+    finally:
+        sleeper.kill()
+        sleeper.wait()

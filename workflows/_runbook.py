@@ -641,7 +641,7 @@ class _Params:
                 raise _Invalid(
                     (*self.path, "argv", script_at),
                     "a shell's -c script must not hold ${{ }} (a value pasted into script text is "
-                    "run as shell code); pass values after the script and read them as \"$1\": "
+                    'run as shell code); pass values after the script and read them as "$1": '
                     f"""argv: [{argv[0]}, -c, 'echo "$1"', sh, "${{{{ args.msg }}}}"]""",
                 )
         self.string("script")
