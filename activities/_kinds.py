@@ -69,7 +69,7 @@ import httpx
 from activities import _shell_host
 from activities._jobs import JobContext, RollbackContext, _call
 from workflows.errors import JobError, JobRejected
-from workflows.models import HTTP_METHODS, KIND_PARAMS, parse_duration
+from workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
 
 __all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 
@@ -342,12 +342,12 @@ async def _kill_group(pgid: int, process: _Process) -> None:
             await process.exited.wait()
 
 
-async def _report_progress(ctx: Context, tail: _Tail) -> None:
+async def _report_progress(ctx: Context, tail: _Tail, hidden: list[str]) -> None:
     """Report the last line of stdout as the job's live detail, when it changes."""
     shown = ""
     while True:
         await asyncio.sleep(_REPORT_EVERY)
-        line = tail.last_line[:DETAIL_CHARS]
+        line = mask_secrets(tail.last_line, hidden)[:DETAIL_CHARS]
         if line and line != shown:
             ctx.report(line)
             shown = line
@@ -409,7 +409,10 @@ async def shell(ctx: Context) -> Any:
     pgid = transport.get_pid()
     _shell_host.record_group(ctx.idempotency_key, pgid)
     ctx.log.info("shell job started", pid=pgid, program=ctx.mask(command.argv[0]))
-    reporter = asyncio.create_task(_report_progress(ctx, process.stdout))
+    # The worker's credentials never reach the job's environment; should the job find one
+    # anyway (a file it can read), its output does not show it.
+    hidden = _shell_host.host_secrets()
+    reporter = asyncio.create_task(_report_progress(ctx, process.stdout, hidden))
     timed_out = False
     try:
         try:
@@ -424,7 +427,11 @@ async def shell(ctx: Context) -> Any:
     except asyncio.CancelledError:
         ctx.log.info("shell job cancelled: killing its process group", pgid=pgid)
         await _kill_group(pgid, process)
-        ctx.set_exit(transport.get_returncode(), process.stdout.text(), process.stderr.text())
+        ctx.set_exit(
+            transport.get_returncode(),
+            mask_secrets(process.stdout.text(), hidden),
+            mask_secrets(process.stderr.text(), hidden),
+        )
         raise
     finally:
         reporter.cancel()
@@ -432,7 +439,8 @@ async def shell(ctx: Context) -> Any:
         # Only a worker that dies before this point leaves the record for a re-delivery to find.
         _shell_host.forget_group(ctx.idempotency_key)
     code = transport.get_returncode()
-    stdout, stderr = process.stdout.text(), process.stderr.text()
+    stdout = mask_secrets(process.stdout.text(), hidden)
+    stderr = mask_secrets(process.stderr.text(), hidden)
     ctx.set_exit(code, stdout, stderr)
     if timed_out:
         assert command.timeout is not None

@@ -35,6 +35,7 @@ __all__ = [
     "configure_shell_env",
     "die_with_worker",
     "forget_group",
+    "host_secrets",
     "job_environment",
     "kill_recorded_group",
     "parse_allowlist",
@@ -104,6 +105,39 @@ def job_environment(extra: Mapping[str, str]) -> dict[str, str]:
             env[name] = value
     env.update(extra)
     return env
+
+
+_CREDENTIALS = ("STERNWAY_CODEC_KEYS", "TEMPORAL_API_KEY", "TEMPORAL_TLS_CLIENT_KEY_DATA")
+_KEY_FILES = ("STERNWAY_CODEC_KEY_FILE",)
+_SHORTEST = 8
+
+
+def _key_parts(text: str) -> Iterable[str]:
+    """The key of each ``id:key`` entry of a codec key list (comma- or line-separated)."""
+    for line in text.splitlines():
+        for entry in line.split("#", 1)[0].split(","):
+            key = entry.partition(":")[2].strip()
+            if len(key) >= _SHORTEST:
+                yield key
+
+
+def host_secrets() -> list[str]:
+    """The worker's credentials, as text a job could print if it found them some other way (a
+    file it can read): shell output is masked with these. Longest first."""
+    found: set[str] = set()
+    for name in _CREDENTIALS:
+        value = os.environ.get(name, "").strip()
+        if len(value) >= _SHORTEST:
+            found.add(value)
+            found.update(_key_parts(value) if name == "STERNWAY_CODEC_KEYS" else ())
+            # PEM data: each base64 line of the key alone (a job may print it line by line).
+            found.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
+    for name in _KEY_FILES:
+        file = os.environ.get(name, "").strip()
+        if file:
+            with contextlib.suppress(OSError, ValueError):
+                found.update(_key_parts(Path(file).read_text()))
+    return sorted(found, key=lambda text: (-len(text), text))
 
 
 # ------------------------------------------------------------------------- process groups

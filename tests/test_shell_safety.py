@@ -70,13 +70,19 @@ async def test_worker_refuses_an_allowlisted_credential_at_start() -> None:
 
 
 async def test_env_of_a_shell_job_shows_no_credential_of_its_worker(
-    dev_env: WorkflowEnvironment, task_queue: str, worker_secrets: None
+    dev_env: WorkflowEnvironment, task_queue: str, worker_secrets: None, tmp_path: Path
 ) -> None:
     job = JobSpec(
         name="env",
         execute=CallSpec(kind="shell", **{"with": {"argv": ["env"], "env": {"MINE": "1"}}}),
     )
-    act = Action.from_plan(Plan(name="shell-env", jobs=[job]))
+    # A job that finds the credentials some other way (a file it can read) prints them masked.
+    found = tmp_path / "found"
+    found.write_text(f"key {CODEC_KEY[3:]}\napi {API_KEY}\n")
+    cat = JobSpec(
+        name="cat", execute=CallSpec(kind="shell", **{"with": {"argv": ["cat", str(found)]}})
+    )
+    act = Action.from_plan(Plan(name="shell-env", jobs=[job, cat]))
     async with create_worker(dev_env.client, Registry([act]), task_queue=task_queue):
         handle = await submit(dev_env.client, "shell-env", {}, task_queue=task_queue)
         status = await handle.wait()
@@ -89,6 +95,7 @@ async def test_env_of_a_shell_job_shows_no_credential_of_its_worker(
     assert "SHELL_SAFETY_HIDDEN" not in names
     assert not {n for n in names if n.startswith(("STERNWAY_", "TEMPORAL_"))}, names
     assert logs.code == 0 and "MINE=1" in logs.out, logs.err
+    assert status.job("cat").output["stdout"] == "key **********\napi **********\n"
     shown = status.model_dump_json() + logs.out + logs.err
     for secret in (CODEC_KEY, CODEC_KEY[3:20], API_KEY, "tls-key-data-xyz", "hidden-value"):
         assert secret not in shown
