@@ -90,6 +90,15 @@ async def test_kill_9_during_a_shell_job_leaves_no_survivor_and_the_attempt_runs
     old = await until(lambda: started(1), "the first start", 60)
     assert all(running(pid) for pid in old)
     await first.kill9()
+    shell, grandchild = old
+
+    async def shell_gone() -> bool | None:
+        return True if not running(shell) else None
+
+    # The shell dies with its worker (PR_SET_PDEATHSIG); its grandchild is still there until a
+    # worker on this host gets the attempt again.
+    await until(shell_gone, "the shell of the lost delivery to die with its worker", 10)
+    assert running(grandchild)
     second = await WorkerProcess.start(
         rel_server.address, queue, tmp_path / "worker-2.log", str(actions)
     )
