@@ -10,12 +10,17 @@ Kinds and their ``with`` parameters (bad parameters fail the job at once with re
 ``shell``
     ``argv`` (the program and its arguments, a list of strings; bools and numbers
     become their JSON text, see workflows/_argv.py),
-    ``env`` (added to the worker's environment), ``cwd``, ``timeout`` (a duration; without it the
+    ``env`` (variables the job gets), ``cwd``, ``timeout`` (a duration; without it the
     job's own timeout applies), ``non_retryable_exit_codes`` (a list of ints), ``shell`` (default
-    false) and ``script`` (only with ``shell: true``, run by ``/bin/sh -c``). The program is
+    false), ``script`` (only with ``shell: true``, run by ``/bin/sh -c``) and ``args`` (only with
+    ``script``: its positional parameters ``"$1"``, ``"$2"``, ...). The program is
     executed directly from ``argv``; no shell ever sees it, so no argument is ever interpreted.
+    It starts from a clean environment (:mod:`activities._shell_host`: PATH, HOME, LANG, LC_ALL,
+    TZ, the operator's allowlist, then ``env``), never the worker's own.
     It runs in a session (process group) of its own with stdin from ``/dev/null``; a stop, a
     ``timeout`` or a worker shutdown sends SIGTERM to the whole group, then SIGKILL after 5 s.
+    The process is SIGKILLed if the worker dies (``PR_SET_PDEATHSIG``), and the group of a
+    delivery lost with its worker is killed before the same attempt starts again on this host.
     The last 4 KiB of stdout and stderr go to the attempt log, and the last line of stdout is the
     job's live detail. Output: ``{"exit_code": 0, "stdout": ..., "stderr": ...}``. A non-zero exit
     fails the attempt (type ``BadExit``, reason ``bad_exit``); a program that cannot start fails
@@ -47,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import importlib
 import inspect
 import json
@@ -61,10 +67,11 @@ from typing import Any
 
 import httpx
 
+from activities import _shell_host
 from activities._jobs import JobContext, RollbackContext, _call
 from workflows._argv import argv_text
 from workflows.errors import JobError, JobRejected
-from workflows.models import HTTP_METHODS, KIND_PARAMS, parse_duration
+from workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
 
 __all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 
@@ -121,13 +128,14 @@ def _string(kind: str, where: str, value: Any) -> str:
 # -------------------------------------------------------------------------------------- shell
 
 
-def _argv_item(index: int, value: Any) -> str:
-    """One argv element as an argument: the rule the loader checks too (workflows/_argv.py)."""
+def _argv_item(index: int, value: Any, key: str = "argv") -> str:
+    """One argv (or script args) element as an argument: the rule the loader checks too
+    (workflows/_argv.py)."""
     try:
         text = argv_text(value)
     except ValueError as err:
-        raise _reject("shell", f"argv[{index}] {err}") from None
-    return _string("shell", f"argv[{index}]", text)
+        raise _reject("shell", f"{key}[{index}] {err}") from None
+    return _string("shell", f"{key}[{index}]", text)
 
 
 TAIL_BYTES = 4096
@@ -164,12 +172,25 @@ def _shell_command(params: Mapping[str, Any]) -> _ShellCommand:
             raise _reject(
                 "shell",
                 "give either argv or (with shell: true) script, not both; "
-                "pass values to a script through env",
+                'pass values to a script through args ("$1", ...) or env',
             )
         if not isinstance(script, str) or not script.strip():
             raise _reject("shell", "shell: true needs script, a non-empty string run by /bin/sh -c")
-        argv = ["/bin/sh", "-c", _string("shell", "script", script)]
+        args_in = params.get("args")
+        if args_in is None:
+            args_in = []
+        if not isinstance(args_in, list):
+            raise _reject("shell", f"args must be a list of strings, got {args_in!r}")
+        args = [_argv_item(i, arg, "args") for i, arg in enumerate(args_in)]
+        # $0 is the name the shell reports errors under; args are "$1", "$2", ...
+        argv = ["/bin/sh", "-c", _string("shell", "script", script), "sh", *args]
     else:
+        if params.get("args") is not None:
+            raise _reject(
+                "shell",
+                "args (a script's positional parameters) is only allowed with shell: true; "
+                "put a program's arguments in argv",
+            )
         if script is not None:
             raise _reject(
                 "shell",
@@ -334,12 +355,12 @@ async def _kill_group(pgid: int, process: _Process) -> None:
             await process.exited.wait()
 
 
-async def _report_progress(ctx: Context, tail: _Tail) -> None:
+async def _report_progress(ctx: Context, tail: _Tail, hidden: list[str]) -> None:
     """Report the last line of stdout as the job's live detail, when it changes."""
     shown = ""
     while True:
         await asyncio.sleep(_REPORT_EVERY)
-        line = tail.last_line[:DETAIL_CHARS]
+        line = mask_secrets(tail.last_line, hidden)[:DETAIL_CHARS]
         if line and line != shown:
             ctx.report(line)
             shown = line
@@ -372,16 +393,26 @@ async def shell(ctx: Context) -> Any:
     # loop.subprocess_exec is what asyncio.create_subprocess_exec runs on: the same exec of an
     # argv list, but its protocol tells when the process exits even while a background child
     # still holds the pipes (Process.wait() would wait for the pipes too).
+    # A delivery of this attempt lost with its worker may have left processes on this host: they
+    # go before this delivery starts, so that the two never run side by side.
+    survivors = _shell_host.kill_recorded_group(ctx.idempotency_key)
+    if survivors is not None:
+        ctx.log.warning(
+            "killed the process group an earlier delivery of this attempt left", pgid=survivors
+        )
     try:
+        # The fork happens on this thread, the worker's event loop thread, which lives as long as
+        # the worker: PR_SET_PDEATHSIG (tied to the forking thread) fires when the worker dies.
         transport, process = await loop.subprocess_exec(
             _Process,
             *command.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, **command.env},
+            env=_shell_host.job_environment(command.env),
             cwd=command.cwd,
             start_new_session=True,
+            preexec_fn=functools.partial(_shell_host.die_with_worker, os.getpid()),
         )
     except OSError as err:  # the program or cwd is missing, not executable, ...
         problem = err.strerror or str(err)
@@ -389,8 +420,12 @@ async def shell(ctx: Context) -> Any:
             problem += f": {err.filename!r}"
         raise _bad_command(f"cannot start {command.argv[0]!r}: {problem}") from None
     pgid = transport.get_pid()
+    _shell_host.record_group(ctx.idempotency_key, pgid)
     ctx.log.info("shell job started", pid=pgid, program=ctx.mask(command.argv[0]))
-    reporter = asyncio.create_task(_report_progress(ctx, process.stdout))
+    # The worker's credentials never reach the job's environment; should the job find one
+    # anyway (a file it can read), its output does not show it.
+    hidden = _shell_host.host_secrets()
+    reporter = asyncio.create_task(_report_progress(ctx, process.stdout, hidden))
     timed_out = False
     try:
         try:
@@ -405,13 +440,20 @@ async def shell(ctx: Context) -> Any:
     except asyncio.CancelledError:
         ctx.log.info("shell job cancelled: killing its process group", pgid=pgid)
         await _kill_group(pgid, process)
-        ctx.set_exit(transport.get_returncode(), process.stdout.text(), process.stderr.text())
+        ctx.set_exit(
+            transport.get_returncode(),
+            mask_secrets(process.stdout.text(), hidden),
+            mask_secrets(process.stderr.text(), hidden),
+        )
         raise
     finally:
         reporter.cancel()
         transport.close()
+        # Only a worker that dies before this point leaves the record for a re-delivery to find.
+        _shell_host.forget_group(ctx.idempotency_key)
     code = transport.get_returncode()
-    stdout, stderr = process.stdout.text(), process.stderr.text()
+    stdout = mask_secrets(process.stdout.text(), hidden)
+    stderr = mask_secrets(process.stderr.text(), hidden)
     ctx.set_exit(code, stdout, stderr)
     if timed_out:
         assert command.timeout is not None

@@ -966,6 +966,16 @@ async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: f
             await asyncio.sleep(1.0)
 
 
+def _configure_shell_env(names: tuple[str, ...]) -> None:
+    """The shell jobs' environment allowlist of this worker; a refused name is bad input."""
+    from activities._shell_host import configure_shell_env
+
+    try:
+        configure_shell_env(names)
+    except ValueError as err:
+        raise ArgsError(str(err)) from None
+
+
 @cli.command()
 @click.option("--task-queue", default=None, help="default: STERNWAY_TASK_QUEUE or sternway")
 @click.option(
@@ -1007,6 +1017,14 @@ async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: f
     envvar="STERNWAY_WORKFLOW_SANDBOX",
     help="run the interpreter in Temporal's sandbox [env: STERNWAY_WORKFLOW_SANDBOX]",
 )
+@click.option(
+    "--shell-env",
+    "shell_env",
+    multiple=True,
+    metavar="NAME",
+    help="a variable of the worker's environment that shell jobs get too (NAME or PREFIX*; "
+    "repeatable) [env: STERNWAY_SHELL_ENV, comma-separated]",
+)
 @_command
 async def worker(
     session: Session,
@@ -1016,10 +1034,12 @@ async def worker(
     grace: str,
     wait_for_server: float,
     sandbox: str,
+    shell_env: tuple[str, ...],
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
     from worker import actions_folders, configure_logging, metrics_runtime, run_worker
 
+    _configure_shell_env(shell_env)
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
     runtime = metrics_runtime(metrics_port)
@@ -1056,6 +1076,7 @@ async def dev(
     from starter._dev import DevServer, register_search_attributes
     from worker import actions_folders, configure_logging, run_worker
 
+    _configure_shell_env(())
     configure_logging()
     if ui_codec_endpoint and not ui_codec_endpoint.startswith(("http://", "https://")):
         raise ArgsError(f"--ui-codec-endpoint {ui_codec_endpoint!r} must be an http(s) URL")

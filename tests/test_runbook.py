@@ -350,7 +350,40 @@ INVALID = [
             with: {agrv: [ls]}
         """,
         "5 jobs[0].with.agrv: unknown parameter of shell jobs; did you mean 'argv'? "
-        "(known: argv, cwd, env, non_retryable_exit_codes, script, shell, timeout)",
+        "(known: args, argv, cwd, env, non_retryable_exit_codes, script, shell, timeout)",
+    ),
+    (
+        """
+        name: x
+        jobs:
+          - name: a
+            run: shell
+            with: {script: "echo hi"}
+        """,
+        "5 jobs[0].with.script: is only allowed with shell: true (or give argv, the program and "
+        "its arguments)",
+    ),
+    (
+        """
+        name: x
+        jobs:
+          - name: a
+            run: shell
+            with: {argv: [echo], args: [hi]}
+        """,
+        "5 jobs[0].with.args: is only allowed with shell: true and script; use argv for a program",
+    ),
+    (
+        """
+        name: x
+        jobs:
+          - name: a
+            run: shell
+            with: {argv: [/bin/bash, -e, -c, "echo ${{ run.id }}"]}
+        """,
+        "5 jobs[0].with.argv[3]: a shell's -c script must not hold ${{ }} (a value pasted into "
+        "script text is run as shell code); pass values after the script and read them as "
+        """"$1": argv: [/bin/bash, -c, 'echo "$1"', sh, "${{ args.msg }}"]""",
     ),
     (
         """

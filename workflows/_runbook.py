@@ -520,6 +520,22 @@ def _is_expr(value: Any) -> bool:
     return isinstance(value, str) and "${{" in value
 
 
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+_SHELL_C = re.compile(r"^-[A-Za-z]*c[A-Za-z]*$")
+
+
+def _shell_script_index(argv: list[Any]) -> int | None:
+    """Where the script of ``argv`` is when it runs a shell with ``-c`` (``sh -ec SCRIPT``)."""
+    if not isinstance(argv[0], str) or argv[0].rsplit("/", 1)[-1] not in _SHELLS:
+        return None
+    for i, item in enumerate(argv[1:], 1):
+        if not isinstance(item, str) or not item.startswith("-"):
+            return None
+        if _SHELL_C.match(item):
+            return i + 1 if i + 1 < len(argv) else None
+    return None
+
+
 class _Params:
     """Checks of one call's ``with``: literal values are checked and normalised, expressions are
     left to the run (their type is only known then)."""
@@ -575,6 +591,22 @@ class _Params:
                 fixed[name] = item if isinstance(item, str) else str(item)
             self.params[key] = fixed
 
+    def strings(self, key: str) -> None:
+        """A list of arguments under the shell kind's rule at run time (workflows/_argv.py):
+        bools and numbers become their JSON text; expressions are strings, kept."""
+        value = self.literal(key)
+        if value is None:
+            return
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of strings, not {_kind_of(value)}")
+        fixed: list[Any] = []
+        for i, item in enumerate(value):
+            try:
+                fixed.append(argv_text(item))
+            except ValueError as err:
+                raise _Invalid((*self.path, key, i), str(err)) from None
+        self.params[key] = fixed
+
     def integers(self, key: str, low: int, high: int) -> None:
         value = self.literal(key)
         if value is None:
@@ -604,18 +636,40 @@ class _Params:
             raise self.fail(None, "a shell job needs argv (a list: program and arguments)")
         if "argv" in self.params and "script" in self.params:
             raise self.fail("script", "give argv or script, not both")
+        script = self.params.get("script")
+        use_shell = self.params.get("shell")
+        if script is not None and use_shell is not True and not _is_expr(use_shell):
+            raise self.fail(
+                "script",
+                "is only allowed with shell: true (or give argv, the program and its arguments)",
+            )
+        if isinstance(script, str) and ("${{" in script or "${%" in script):
+            raise self.fail(
+                "script",
+                "must not hold ${{ }} (a value pasted into script text is run as shell code); "
+                "pass values as positional parameters, e.g. "
+                """with: {shell: true, script: 'echo "$1"', args: ["${{ args.msg }}"]}, """
+                'or in env and quote them in the script ("$NAME")',
+            )
+        if "args" in self.params:
+            if script is None:
+                raise self.fail(
+                    "args", "is only allowed with shell: true and script; use argv for a program"
+                )
+            self.strings("args")
         argv = self.literal("argv")
         if argv is not None:
             if not isinstance(argv, list) or not argv:
                 raise self.fail("argv", "must be a non-empty list: the program and its arguments")
-            fixed: list[Any] = []
-            for i, item in enumerate(argv):
-                # The same rule as the shell kind's at run time (workflows/_argv.py).
-                try:
-                    fixed.append(argv_text(item))  # expressions are strings: kept
-                except ValueError as err:
-                    raise _Invalid((*self.path, "argv", i), str(err)) from None
-            self.params["argv"] = fixed
+            self.strings("argv")
+            script_at = _shell_script_index(argv)
+            if script_at is not None and _is_expr(argv[script_at]):
+                raise _Invalid(
+                    (*self.path, "argv", script_at),
+                    "a shell's -c script must not hold ${{ }} (a value pasted into script text is "
+                    'run as shell code); pass values after the script and read them as "$1": '
+                    f"""argv: [{argv[0]}, -c, 'echo "$1"', sh, "${{{{ args.msg }}}}"]""",
+                )
         self.string("script")
         self.boolean("shell")
         self.mapping("env", scalars=True)

@@ -240,7 +240,7 @@ JOB_KINDS = ACTIVITY_KINDS + WORKFLOW_KINDS
 
 KIND_PARAMS: dict[str, frozenset[str] | None] = {
     "shell": frozenset(
-        {"argv", "script", "shell", "env", "cwd", "timeout", "non_retryable_exit_codes"}
+        {"argv", "script", "args", "shell", "env", "cwd", "timeout", "non_retryable_exit_codes"}
     ),
     "http": frozenset(
         {

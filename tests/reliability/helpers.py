@@ -52,9 +52,16 @@ class WorkerProcess:
         self.log = log
 
     @classmethod
-    async def start(cls, address: str, task_queue: str, log: Path) -> WorkerProcess:
-        """Start a worker (its output in ``log``, one file per worker) and wait until it polls."""
-        env = cli_env(address, task_queue, STERNWAY_MODULES=MODULE, STERNWAY_ACTIONS_PATH="")
+    async def start(
+        cls, address: str, task_queue: str, log: Path, actions_path: str = ""
+    ) -> WorkerProcess:
+        """Start a worker (its output in ``log``, one file per worker) and wait until it polls.
+
+        ``actions_path``: folders of YAML runbooks it loads too (none by default).
+        """
+        env = cli_env(
+            address, task_queue, STERNWAY_MODULES=MODULE, STERNWAY_ACTIONS_PATH=actions_path
+        )
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
                 str(BIN / "sternway"),
