@@ -413,16 +413,20 @@ async def actions(session: Session, as_json: bool) -> int:
         session.print_json(listed)
         return 0
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, header_style="bold")
     for column in ("action", "args", "description", "source"):
         table.add_column(column, overflow="fold")
     for item in listed:
         args = ", ".join(
-            f"{a['name']}: {a['type']}" + ("" if a["required"] else f" = {a['default']!r}")
+            f"{a['name']}: {a['type']}"
+            + ("" if a["required"] else f" = {a['default']!r}")
+            + (f" ({_constraints_text(a['constraints'])})" if a["constraints"] else "")
             for a in item["args"]
         )
-        table.add_row(item["name"], args, item["description"], item["source"] or "Python")
+        # Text: a pattern like [a-z] is data, not rich markup.
+        table.add_row(item["name"], Text(args), item["description"], item["source"] or "Python")
     session.out.print(table)
     return 0
 
@@ -437,9 +441,52 @@ def _args_of(action: Action) -> list[dict[str, Any]]:
             "required": name in required,
             "default": prop.get("default"),
             "description": prop.get("description", ""),
+            "constraints": _constraints_of(prop),
         }
         for name, prop in schema.get("properties", {}).items()
     ]
+
+
+# JSON schema keywords of an arg's rules, by the names runbooks use (pydantic's ``gt``/``lt`` too).
+_RULE_KEYWORDS = {
+    "pattern": "pattern",
+    "enum": "enum",
+    "const": "enum",
+    "minimum": "min",
+    "maximum": "max",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+}
+
+
+def _constraints_of(prop: dict[str, Any]) -> dict[str, Any]:
+    """The rules an arg's value must keep (those of a list's items under ``items``)."""
+    found: dict[str, Any] = {}
+    for part in [prop, *(o for o in prop.get("anyOf", []) if o.get("type") != "null")]:
+        for keyword, name in _RULE_KEYWORDS.items():
+            if keyword in part:
+                found[name] = [part[keyword]] if keyword == "const" else part[keyword]
+        items = part.get("items")
+        if isinstance(items, dict) and _constraints_of(items):
+            found["items"] = _constraints_of(items)
+    return found
+
+
+def _constraints_text(rules: dict[str, Any]) -> str:
+    """``rules`` as one phrase for the ``actions`` table, e.g. ``pattern [a-z]+, max 10``."""
+    parts = []
+    for name, value in rules.items():
+        if name == "items":
+            parts.append(f"each item: {_constraints_text(value)}")
+        elif name == "enum":
+            parts.append("one of " + "|".join(str(v) for v in value))
+        else:
+            parts.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(parts)
 
 
 def _is_runbook_path(text: str) -> bool:
@@ -940,7 +987,11 @@ async def worker(
 
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
-    runtime = metrics_runtime(metrics_port) if metrics_port else None
+    try:
+        runtime = metrics_runtime(metrics_port) if metrics_port else None
+    except ValueError as err:  # the SDK's "Failed starting Prometheus exporter: <reason>"
+        reason = str(err).removeprefix("Failed starting Prometheus exporter: ")
+        raise ArgsError(f"--metrics-port {metrics_port}: cannot serve metrics: {reason}") from None
     if wait_for_server > 0:
         client = await _wait_for_server(session, runtime, wait_for_server)
     else:
