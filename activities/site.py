@@ -31,11 +31,20 @@ __all__ = ["DeploySiteArgs", "deploy_site"]
 MARKER = '<meta name="sternway-release" content="{release}">'
 
 
+# An absolute path with no ".." part (each part is anything but ".."), and a plain name that
+# cannot climb out of releases/. pydantic's default regex engine searches: hence ^ and $.
+ROOT_PATTERN = r"^(?:/(?:\.?[^/.][^/]*|\.\.[^/]+|\.)?)+$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class DeploySiteArgs(BaseModel):
     """Args of ``deploy-site``."""
 
-    root: str = Field(description="directory that holds releases/ and the current symlink")
-    release: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="release name")
+    root: str = Field(
+        pattern=ROOT_PATTERN,
+        description="directory that holds releases/ and the current symlink (absolute)",
+    )
+    release: str = Field(pattern=NAME_PATTERN, description="release name")
     message: str = Field(default="Hello from Sternway", description="text of the page")
     broken: bool = Field(default=False, description="publish a page that fails its health check")
     pause: float = Field(default=0.0, ge=0, le=60, description="seconds each step lingers")
@@ -68,7 +77,20 @@ def remove_build(ctx: RollbackContext) -> None:
     """Remove the release directory, unless it was there before the run."""
     data = ctx.rollback_data or {}
     if data.get("path") and not data.get("existed"):
-        shutil.rmtree(data["path"], ignore_errors=True)
+        shutil.rmtree(_release_in(_root(ctx) / "releases", data["path"]), ignore_errors=True)
+
+
+def _release_in(releases: Path, path: str) -> Path:
+    """``path`` with symlinks resolved, if it is an entry of ``releases``: whatever the args or
+    the rollback data say, a rollback never deletes anything else (and is not retried)."""
+    real, folder = Path(os.path.realpath(path)), Path(os.path.realpath(releases))
+    if real.parent != folder:
+        raise JobError(
+            f"refusing to remove {real}: it is not a release in {folder}",
+            type="OutsideRoot",
+            non_retryable=True,
+        )
+    return real
 
 
 def switch(ctx: JobContext) -> dict[str, Any]:

@@ -190,6 +190,19 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def constraints_text(rules: dict[str, Any]) -> str:
+    """``rules`` as one phrase for ``sternway actions``, e.g. ``pattern [a-z]+, max 10``."""
+    parts = []
+    for name, value in rules.items():
+        if name == "items":
+            parts.append(f"each item: {constraints_text(value)}")
+        elif name == "enum":
+            parts.append("one of " + "|".join(str(v) for v in value))
+        else:
+            parts.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
 def _arg_line(arg: dict[str, Any]) -> str:
     kind = {"duration": "duration", "password": "secret"}.get(arg.get("format") or "", arg["type"])
     if kind == "array":
@@ -203,6 +216,8 @@ def _arg_line(arg: dict[str, Any]) -> str:
             line += f" = {duration_text(default)}"
         else:
             line += f" = {json.dumps(default, ensure_ascii=False)}"
+    if arg.get("constraints"):
+        line += f" ({constraints_text(arg['constraints'])})"
     if arg.get("description"):
         line += f"  {arg['description']}"
     return line

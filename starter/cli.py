@@ -517,9 +517,39 @@ def _args_of(action: Action) -> list[dict[str, Any]]:
             "required": name in required,
             "default": prop.get("default"),
             "description": prop.get("description", ""),
+            "constraints": _constraints_of(prop),
         }
         for name, prop in schema.get("properties", {}).items()
     ]
+
+
+# JSON schema keywords of an arg's rules, by the names runbooks use (pydantic's ``gt``/``lt`` too).
+_RULE_KEYWORDS = {
+    "pattern": "pattern",
+    "enum": "enum",
+    "const": "enum",
+    "minimum": "min",
+    "maximum": "max",
+    "exclusiveMinimum": "gt",
+    "exclusiveMaximum": "lt",
+    "minLength": "min_length",
+    "maxLength": "max_length",
+    "minItems": "min_items",
+    "maxItems": "max_items",
+}
+
+
+def _constraints_of(prop: dict[str, Any]) -> dict[str, Any]:
+    """The rules an arg's value must keep (those of a list's items under ``items``)."""
+    found: dict[str, Any] = {}
+    for part in [prop, *(o for o in prop.get("anyOf", []) if o.get("type") != "null")]:
+        for keyword, name in _RULE_KEYWORDS.items():
+            if keyword in part:
+                found[name] = [part[keyword]] if keyword == "const" else part[keyword]
+        items = part.get("items")
+        if isinstance(items, dict) and _constraints_of(items):
+            found["items"] = _constraints_of(items)
+    return found
 
 
 def _is_runbook_path(text: str) -> bool:
@@ -1042,7 +1072,11 @@ async def worker(
     _configure_shell_env(shell_env)
     configure_logging()
     grace_period = _duration(grace, "--grace") or timedelta(0)
-    runtime = metrics_runtime(metrics_port)
+    try:
+        runtime = metrics_runtime(metrics_port)
+    except ValueError as err:  # the SDK's "Failed starting Prometheus exporter: <reason>"
+        reason = str(err).removeprefix("Failed starting Prometheus exporter: ")
+        raise ArgsError(f"--metrics-port {metrics_port}: cannot serve metrics: {reason}") from None
     if wait_for_server > 0:
         client = await _wait_for_server(session, runtime, wait_for_server)
     else:

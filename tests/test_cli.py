@@ -310,8 +310,9 @@ async def test_validate_and_actions(env: dict[str, str]) -> None:
     assert args["root"]["required"] and args["root"]["type"] == "string"
     assert args["pause"] == {
         "name": "pause", "type": "number", "format": None, "required": False, "default": 0.0,
-        "description": "seconds each step lingers",
+        "description": "seconds each step lingers", "constraints": {"min": 0.0, "max": 60.0},
     }  # fmt: skip
+    assert args["release"]["constraints"] == {"pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
     version = await sternway(env, "version")
     assert version.code == 0 and version.out.startswith("sternway ")
     assert json.loads(listed.out) == listed.json()

@@ -179,8 +179,8 @@ def test_args_file_edge_cases_are_clear_errors(registry: Registry, tmp_path: Pat
         with pytest.raises(ArgsError, match=message):
             parse_args(site, [], str(file))
     # Dates are read as the ISO text JSON would have held.
-    (tmp_path / "dated.yaml").write_text("root: 2026-01-02\nrelease: v1\n")
-    assert parse_args(site, [], str(tmp_path / "dated.yaml"))["root"] == "2026-01-02"
+    (tmp_path / "dated.yaml").write_text("root: /x\nrelease: v1\nmessage: 2026-01-02\n")
+    assert parse_args(site, [], str(tmp_path / "dated.yaml"))["message"] == "2026-01-02"
     with pytest.raises(ArgsError, match="fail takes an object"):
         parse_args(registry.get("test-chain3"), ["fail=" + "[" * 5000], None)
     with pytest.raises(ArgsError, match="not valid UTF-8"):

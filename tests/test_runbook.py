@@ -1015,11 +1015,14 @@ async def test_cli_lists_yaml_actions_with_their_source(env: dict[str, str]) -> 
     assert args["hosts"] == {
         "name": "hosts", "type": "array", "format": None, "required": True, "default": None,
         "description": "the hosts to restart",
+        "constraints": {"items": {"pattern": "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"}},
     }  # fmt: skip
     assert "service" not in args  # static: not an arg callers give
     table = await sternway(env, "actions")
     assert table.code == 0 and "rolling-restart" in table.out
     assert "settle: duration = 1s" in table.out and "rolling-restart.yaml)" in table.out
+    # The rules show as written: "[A-Za-z0-9]" is data, not markup that would vanish.
+    assert "each item: pattern [A-Za-z0-9][A-Za-z0-9._-]{0,63}" in table.out
 
 
 async def test_cli_approve_and_reject_need_a_server(env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -34,12 +35,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     SecretStr,
     TypeAdapter,
     WithJsonSchema,
     create_model,
 )
-from pydantic_core import to_jsonable_python
+from pydantic_core import core_schema, to_jsonable_python
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from workflows._actions import Action
@@ -62,13 +65,23 @@ from workflows.models import (
     parse_duration,
 )
 
-__all__ = ["ARG_TYPES", "load_folder", "load_runbook", "load_runbook_text"]
+__all__ = [
+    "ARG_TYPES",
+    "MAX_RUNBOOK_BYTES",
+    "ArgRules",
+    "RunbookTooLarge",
+    "load_folder",
+    "load_runbook",
+    "load_runbook_text",
+]
 
 FieldPath = tuple[str | int, ...]
 
 # A document may hold at most this many values (aliases count each time they are used), which
 # keeps "billion laughs" documents from eating the worker's memory.
 _MAX_VALUES = 100_000
+MAX_RUNBOOK_BYTES = 1024 * 1024
+"""The largest runbook file loaded: larger ones are refused (and skipped by workers)."""
 _MAX_TEXT = 200  # characters of a value quoted in a message
 
 
@@ -255,7 +268,18 @@ class _Format(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class RequiredArgFormat(_Format):
+class _ArgRulesFormat(_Format):
+    """The constraints a required or optional arg may declare (checked by :class:`ArgRules`)."""
+
+    pattern: str | None = None
+    enum: list[Any] | None = None
+    min: int | float | str | None = None
+    max: int | float | str | None = None
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+
+
+class RequiredArgFormat(_ArgRulesFormat):
     """``args.required[]``: an arg every run must give."""
 
     name: str
@@ -263,7 +287,7 @@ class RequiredArgFormat(_Format):
     desc: str = ""
 
 
-class OptionalArgFormat(_Format):
+class OptionalArgFormat(_ArgRulesFormat):
     """``args.optional[]``: an arg with a default."""
 
     name: str
@@ -509,6 +533,134 @@ def _fit(tp: Any, value: Any, type_name: str, path: FieldPath) -> Any:
         raise _Invalid(
             path, f"{_short(value, 60)} does not fit type {type_name}: {why[:1].lower()}{why[1:]}"
         ) from None
+
+
+# --------------------------------------------------------------------------- arg rules
+
+
+@dataclass(frozen=True)
+class ArgRules:
+    """The constraints of a runbook arg, as pydantic metadata: ``Annotated[str, ArgRules(...)]``.
+
+    The same model checks the args at submit (CLI and Python client) and in the run's resolve
+    step, so a rule has one home. ``pattern`` must match the whole value (``re.fullmatch``, with
+    Python's regex syntax); ``min``/``max`` bound numbers (durations in seconds),
+    ``min_length``/``max_length`` the length of text. Messages never quote the value (it may be
+    a secret). The JSON schema carries the rules (``pattern``, ``enum``, ``minimum``, ...), which is
+    where ``sternway actions`` reads them.
+    """
+
+    pattern: str | None = None
+    enum: tuple[Any, ...] | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    shown_min: str | None = None  # the bounds as the runbook wrote them ("1m", not 60.0)
+    shown_max: str | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = dict(handler(schema))
+        keys = {
+            "pattern": self.pattern,
+            "enum": None if self.enum is None else list(self.enum),
+            "minimum": self.min,
+            "maximum": self.max,
+            "minLength": self.min_length,
+            "maxLength": self.max_length,
+        }
+        out.update({key: value for key, value in keys.items() if value is not None})
+        return out
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it keeps every rule; ValueError naming the rule otherwise."""
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if self.enum is not None and plain not in self.enum:
+            raise ValueError(f"must be one of {', '.join(repr(v) for v in self.enum)}")
+        if isinstance(plain, str):
+            if self.min_length is not None and len(plain) < self.min_length:
+                raise ValueError(f"must be at least {self.min_length} characters long")
+            if self.max_length is not None and len(plain) > self.max_length:
+                raise ValueError(f"must be at most {self.max_length} characters long")
+            if self.pattern is not None and re.fullmatch(self.pattern, plain) is None:
+                raise ValueError(f"must match the pattern {self.pattern!r} (the whole value)")
+        elif isinstance(plain, int | float):
+            if self.min is not None and plain < self.min:
+                raise ValueError(f"must be at least {self.shown_min or self.min}")
+            if self.max is not None and plain > self.max:
+                raise ValueError(f"must be at most {self.shown_max or self.max}")
+        return value
+
+
+# Which rules fit which arg type (of a list[str], the text rules apply to each item).
+_RULES_FOR: dict[str, frozenset[str]] = {
+    "str": frozenset({"pattern", "enum", "min_length", "max_length"}),
+    "secret": frozenset({"pattern", "min_length", "max_length"}),  # an enum would show it
+    "list[str]": frozenset({"pattern", "enum", "min_length", "max_length"}),
+    "int": frozenset({"enum", "min", "max"}),
+    "float": frozenset({"enum", "min", "max"}),
+    "duration": frozenset({"min", "max"}),
+    "bool": frozenset(),
+}
+_RULE_NAMES = ("pattern", "enum", "min", "max", "min_length", "max_length")
+
+
+def _arg_rules(tp: Any, arg: _ArgRulesFormat, type_name: str, path: FieldPath) -> Any:
+    """``tp`` with the arg's declared rules, or :class:`_Invalid` at a rule that is wrong."""
+    given = [name for name in _RULE_NAMES if getattr(arg, name) is not None]
+    if not given:
+        return tp
+    allowed = _RULES_FOR.get(type_name, frozenset())
+    for name in given:
+        if name not in allowed:
+            fits = ", ".join(n for n in _RULE_NAMES if n in allowed) or "none"
+            raise _Invalid(
+                (*path, name),
+                f"{name} does not apply to an arg of type {type_name} (its rules: {fits})",
+            )
+    item = str if type_name == "list[str]" else tp
+    if arg.pattern is not None:
+        try:
+            re.compile(arg.pattern)
+        except (re.error, OverflowError, RecursionError, ValueError) as err:
+            shown = _short(arg.pattern, 80)
+            raise _Invalid((*path, "pattern"), f"invalid regex {shown}: {err}") from None
+    enum: tuple[Any, ...] | None = None
+    if arg.enum is not None:
+        if not arg.enum:
+            raise _Invalid((*path, "enum"), "enum needs at least one value")
+        enum = tuple(
+            to_jsonable_python(_fit(item, value, type_name, (*path, "enum", i)))
+            for i, value in enumerate(arg.enum)
+        )
+    bounds: dict[str, int | float] = {}
+    for name in ("min", "max"):
+        value = getattr(arg, name)
+        if value is not None:
+            if isinstance(value, str) and type_name != "duration":
+                raise _Invalid((*path, name), f"{name} must be a number, not a string")
+            bounds[name] = _fit(tp, value, type_name, (*path, name))
+    if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
+        raise _Invalid((*path, "max"), "max is less than min")
+    lengths = (arg.min_length, arg.max_length)
+    if lengths[0] is not None and lengths[1] is not None and lengths[0] > lengths[1]:
+        raise _Invalid((*path, "max_length"), "max_length is less than min_length")
+    rules = ArgRules(
+        pattern=arg.pattern,
+        enum=enum,
+        min=bounds.get("min"),
+        max=bounds.get("max"),
+        min_length=arg.min_length,
+        max_length=arg.max_length,
+        shown_min=None if arg.min is None else str(arg.min),
+        shown_max=None if arg.max is None else str(arg.max),
+    )
+    if type_name == "list[str]":
+        return list[Annotated[str, rules]]
+    return Annotated[tp, rules]
 
 
 # ---------------------------------------------------------------------- kind parameters
@@ -916,7 +1068,7 @@ class _Compiler:
                 if isinstance(arg, StaticArgFormat):
                     static[arg.name] = self.static_value(arg, path)
                     continue
-                tp = self.arg_type(arg.type, path)
+                tp = _arg_rules(self.arg_type(arg.type, path), arg, arg.type, path)
                 info = {"description": arg.desc} if arg.desc else {}
                 if isinstance(arg, RequiredArgFormat):
                     fields[arg.name] = (tp, Field(**info))
@@ -1203,7 +1355,21 @@ def load_runbook_text(text: str | bytes, source: str = "<runbook>") -> Action:
         raise SpecError(f"{source}:1 document: internal error while loading: {detail}") from None
 
 
+class RunbookTooLarge(SpecError):
+    """A runbook file is over :data:`MAX_RUNBOOK_BYTES`."""
+
+
+def _too_large(source: str, size: int | None = None) -> RunbookTooLarge:
+    said = "over" if size is None else f"{size} bytes, over"
+    return RunbookTooLarge(
+        f"{source}: the runbook is too large ({said} the limit of {MAX_RUNBOOK_BYTES} bytes)"
+    )
+
+
 def _load(text: str | bytes, source: str) -> Action:
+    size = len(text) if isinstance(text, bytes | bytearray) else len(text.encode(errors="replace"))
+    if size > MAX_RUNBOOK_BYTES:
+        raise _too_large(source, size)
     if isinstance(text, bytes | bytearray):
         raw = bytes(text)
         try:
@@ -1231,14 +1397,21 @@ def load_runbook(path: str | Path) -> Action:
     """The action defined by the runbook file at ``path`` (its source is ``path`` as given)."""
     source = str(path)
     try:
-        data = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_RUNBOOK_BYTES + 1)  # no more: a huge file is not read whole
     except OSError as err:
         raise SpecError(f"{source}: cannot read the runbook: {err.strerror or err}") from None
+    if len(data) > MAX_RUNBOOK_BYTES:
+        raise _too_large(source)
     return load_runbook_text(data, source)
 
 
 def load_folder(path: str | Path) -> list[Action]:
-    """The actions of every ``*.yaml`` and ``*.yml`` file in the folder, in file name order."""
+    """The actions of every ``*.yaml`` and ``*.yml`` file in the folder, in file name order.
+
+    A file over :data:`MAX_RUNBOOK_BYTES` is skipped, with an error logged (``sternway.runbooks``);
+    any other problem is a :class:`SpecError`.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise SpecError(f"{folder}: not a folder of runbooks")
@@ -1246,7 +1419,11 @@ def load_folder(path: str | Path) -> list[Action]:
     actions: list[Action] = []
     seen: dict[str, str] = {}
     for file in files:
-        action = load_runbook(file)
+        try:
+            action = load_runbook(file)
+        except RunbookTooLarge as err:
+            logging.getLogger("sternway.runbooks").error("skipped: %s", err)
+            continue
         if action.name in seen:
             raise SpecError(
                 f"{file}: action {action.name!r} is also defined in {seen[action.name]}"
