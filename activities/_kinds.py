@@ -246,6 +246,11 @@ class _Tail:
             data = data[skip:]
         return data.decode("utf-8", "replace")
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the stream's start was dropped (the tail may start in the middle of a secret)."""
+        return self._truncated
+
 
 class _Process(asyncio.SubprocessProtocol):
     """Collects a process's output tails and tells when it exits and when its pipes close."""
@@ -327,26 +332,34 @@ async def _report_progress(ctx: Context, tail: _Tail) -> None:
     shown = ""
     while True:
         await asyncio.sleep(_REPORT_EVERY)
-        line = tail.last_line[:DETAIL_CHARS]
+        line = ctx.clip(tail.last_line, DETAIL_CHARS)
         if line and line != shown:
             ctx.report(line)
             shown = line
 
 
-def _last_line(text: str) -> str:
+def _last_line(ctx: Context, text: str) -> str:
     for line in reversed(text.splitlines()):
         if line.strip():
-            return line.strip()[:DETAIL_CHARS]
+            return ctx.clip(line.strip(), DETAIL_CHARS)
     return ""
 
 
-def _exit_message(code: int, stderr: str) -> str:
+def _exit_message(ctx: Context, code: int, stderr: str) -> str:
     message = f"exit code {code}"
     if code < 0:
         with contextlib.suppress(ValueError):
             message += f" (killed by {signal.Signals(-code).name})"
-    last = _last_line(stderr)
+    last = _last_line(ctx, stderr)
     return f"{message}: {last}" if last else message
+
+
+def _tails(ctx: Context, process: _Process) -> tuple[str, str]:
+    """stdout and stderr tails, a piece of a secret where a tail was cut masked."""
+    out, err = process.stdout, process.stderr
+    return ctx.unpiece(out.text(), start=out.truncated), ctx.unpiece(
+        err.text(), start=err.truncated
+    )
 
 
 def _bad_command(message: str) -> JobError:
@@ -393,13 +406,13 @@ async def shell(ctx: Context) -> Any:
     except asyncio.CancelledError:
         ctx.log.info("shell job cancelled: killing its process group", pgid=pgid)
         await _kill_group(pgid, process)
-        ctx.set_exit(transport.get_returncode(), process.stdout.text(), process.stderr.text())
+        ctx.set_exit(transport.get_returncode(), *_tails(ctx, process))
         raise
     finally:
         reporter.cancel()
         transport.close()
     code = transport.get_returncode()
-    stdout, stderr = process.stdout.text(), process.stderr.text()
+    stdout, stderr = _tails(ctx, process)
     ctx.set_exit(code, stdout, stderr)
     if timed_out:
         assert command.timeout is not None
@@ -413,7 +426,7 @@ async def shell(ctx: Context) -> Any:
     if code is None:  # pragma: no cover - the exit event is set only once the code is known
         raise JobError("the process ended with no exit code", type="BadExit", reason="bad_exit")
     raise JobError(
-        _exit_message(code, stderr),
+        _exit_message(ctx, code, stderr),
         type="BadExit",
         reason="bad_exit",
         non_retryable=code in command.non_retryable_exit_codes,
@@ -615,7 +628,7 @@ async def http(ctx: Context) -> Any:
         "status": status,
         "headers": {h: response.headers[h] for h in SELECTED_HEADERS if h in response.headers},
         "json": parsed,
-        "text": _decode_text(response, body),
+        "text": ctx.unpiece(_decode_text(response, body), end=len(body) > TEXT_BYTES),
     }
 
 
