@@ -45,13 +45,14 @@ from temporalio.converter import (
 from workflows.errors import ArgsError, SternwayError
 
 if TYPE_CHECKING:
-    from sternway._codec_server import make_codec_server, serve_in_thread
+    from sternway._codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread
 
 __all__ = [
     "ENCODING",
     "KEYS_ENV",
     "KEY_FILE_ENV",
     "KEY_ID_METADATA",
+    "TOKEN_ENV",
     "AesGcmCodec",
     "CodecConfigError",
     "CodecError",
@@ -62,6 +63,7 @@ __all__ = [
     "load_keys",
     "make_codec_server",
     "new_key",
+    "new_token",
     "parse_keys",
     "serve_in_thread",
 ]
@@ -264,7 +266,7 @@ def data_converter_from_env(environ: Mapping[str, str] | None = None) -> DataCon
 def __getattr__(name: str) -> Any:
     # The codec server (and http.server with it) loads on first use: every CLI command imports
     # this module, and only ``sternway codec-server`` serves.
-    if name in ("make_codec_server", "serve_in_thread"):
+    if name in ("TOKEN_ENV", "make_codec_server", "new_token", "serve_in_thread"):
         from sternway import _codec_server
 
         return getattr(_codec_server, name)
