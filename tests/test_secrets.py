@@ -9,6 +9,7 @@ import base64
 import json
 import signal
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from sternway.codec import (
 from tests.cli import cli_env, sternway
 from tests.test_processes import free_port, spawn, until_http
 from worker import load_registry
-from workflows.models import MASK, RunStatus
+from workflows.models import MASK, RunStatus, clip_masked, mask_fragments, mask_secrets
 
 RUNBOOK = """
 name: secret-use
@@ -584,6 +585,25 @@ def pieces_in(text: str, secret: str) -> list[str]:
 
 def _windows(text: str) -> set[str]:
     return {text[i : i + 6] for i in range(len(text) - 5)}
+
+
+def test_escaped_forms_are_masked_and_no_cut_leaves_a_piece() -> None:
+    """The helpers every cut goes through, at every offset and from both ends."""
+    secret = "S'q\\\"v\x99 &é/KLMNpqrs"
+    forms = [repr(secret), repr([secret]), json.dumps({"a": secret})]
+    forms += [json.dumps(secret, ensure_ascii=False), urllib.parse.quote(secret)]
+    for shown in [*forms, urllib.parse.quote_plus(secret)]:
+        assert mask_secrets(shown, [secret]).count(MASK) == 1, shown
+    text = "x" * 50 + secret + "y" * 50
+    for limit in range(len(text) + 1):
+        for keep_end in (False, True):
+            cut = clip_masked(text, [secret], limit, keep_end=keep_end)
+            assert len(cut) <= max(limit, len(MASK) + limit) and not pieces_in(cut, secret)
+    for start in range(1, len(secret)):  # a stream cut somewhere inside the secret
+        tail = mask_fragments(secret[start:] + "z" * 9, [secret], start=True, end=False)
+        head = mask_fragments("z" * 9 + secret[:start], [secret], start=False, end=True)
+        assert not pieces_in(tail, secret) and not pieces_in(head, secret), start
+    assert mask_fragments("xxKLMNpq", [secret], start=True, end=False) == "xxKLMNpq"
 
 
 async def test_no_cut_escape_or_each_instance_shows_a_piece_of_a_secret(
