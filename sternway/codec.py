@@ -19,7 +19,8 @@ with the key id. Payloads that are not encrypted (sent by a client without the c
 
 :func:`make_codec_server` serves ``POST /encode`` and ``POST /decode`` in Temporal's remote codec
 JSON format, so the Web UI (``--ui-codec-endpoint``) and ``temporal --codec-endpoint`` can show
-decrypted payloads to whoever can reach the server.
+decrypted payloads to whoever holds its token (``STERNWAY_CODEC_TOKEN``) and names its address as
+Host.
 """
 
 from __future__ import annotations
