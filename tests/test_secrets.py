@@ -551,11 +551,15 @@ jobs:
     run: shell
     with: {argv: [PYTHON, -c, SCRIPT, "${{ args.token }}", "${{ k }}"]}
   - name: eachleak
-    each: {items: "${{ [args.key, 'plain'] }}", as: t}
+    each: {items: "${{ ['plain', args.key[2:10]] }}", as: t}
+    run: noop
+    with: {note: a slice of a secret is masked nowhere, so it is not shown here}
+  - name: eachwhole
+    each: {items: "${{ [args.key] }}", as: t}
     run: noop
     with: {t: "${{ t }}"}
   - name: escaped
-    after: [eachleak]
+    after: [eachleak, eachwhole]
     continue_on_error: true
     run: shell
     with: {argv: ["${{ args.token }}"]}
@@ -677,8 +681,8 @@ async def test_no_cut_escape_or_each_instance_shows_a_piece_of_a_secret(
     assert any(MASK in detail for detail in live), live
     assert all(job.error is not None and "xxx" in job.error.message for job in cut)
     assert all(MASK in job.log[0].stdout_tail for job in cut if job.log[0].stdout_tail)
-    # The each over the secret goes by index; the one over offsets by item.
+    # The each over the secret (or a slice of it) goes by index; the one over offsets by item.
     names = {job.name for job in status.jobs}
-    assert {"eachleak[0]", "eachleak[1]", "cut[0]", f"cut[{offsets[-1]}]"} <= names
+    assert {"eachleak[0]", "eachleak[1]", "eachwhole[0]", "cut[0]", f"cut[{offsets[-1]}]"} <= names
     escaped = status.job("escaped")
     assert escaped.error is not None and MASK in escaped.error.message

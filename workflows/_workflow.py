@@ -74,7 +74,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
-        mask_secrets,
+        holds_secret,
         masked_status,
         parse_duration,
         secret_values,
@@ -505,11 +505,11 @@ class ActionWorkflow:
         entry.state, entry.started_at = JobState.RUNNING, workflow.now()
         keys = [str(i) for i in items]
         # A key is in activity ids, history and the UI, which no masking reaches: an item that
-        # holds a secret makes every instance go by its index.
+        # holds a secret (or a slice of one) makes every instance go by its index.
         if (
             len(set(keys)) != len(keys)
             or not all(_ITEM_KEY.match(k) for k in keys)
-            or mask_secrets(keys, self._secrets) != keys
+            or any(holds_secret(key, self._secrets) for key in keys)
         ):
             keys = [str(i) for i in range(len(items))]
         if self._chunk is not None and name == self._chunk.prefix + self._chunk.job.name:

@@ -80,6 +80,7 @@ __all__ = [
     "StopCommand",
     "SuspendCommand",
     "clip_masked",
+    "holds_secret",
     "mask_fragments",
     "mask_secrets",
     "masked_status",
@@ -732,6 +733,19 @@ def mask_fragments(text: str, secrets: Sequence[str], *, start: bool, end: bool)
                     text = text[: len(text) - size] + MASK
                     break
     return text
+
+
+def holds_secret(text: str, secrets: Sequence[str]) -> bool:
+    """Whether ``text`` holds a secret, an escaped form of one, or a piece of one of at least
+    :data:`MIN_FRAGMENT` characters (a slice): for names, which are shown whole or not at all."""
+    if not secrets or len(text) < MIN_FRAGMENT:
+        return any(form in text for form in _forms(tuple(secrets)))
+    windows = {text[i : i + MIN_FRAGMENT] for i in range(len(text) - MIN_FRAGMENT + 1)}
+    return any(
+        form[i : i + MIN_FRAGMENT] in windows
+        for form in _forms(tuple(secrets))
+        for i in range(max(1, len(form) - MIN_FRAGMENT + 1))
+    ) or any(form in text for form in _forms(tuple(secrets)))
 
 
 def clip_masked(
