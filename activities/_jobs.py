@@ -38,6 +38,8 @@ from workflows.models import (
     ResolvedRun,
     ResolveInput,
     RollbackInput,
+    clip_masked,
+    mask_fragments,
     mask_secrets,
 )
 
@@ -73,6 +75,26 @@ class _Context:
         """``text`` with the run's secret arg values replaced by ``**********``."""
         masked: str = mask_secrets(text, self._secrets)
         return masked
+
+    def clip(
+        self,
+        text: str,
+        limit: int | None = None,
+        *,
+        keep_end: bool = False,
+        cut_start: bool = False,
+        cut_end: bool = False,
+    ) -> str:
+        """``text`` masked and cut to ``limit`` characters, no piece of a secret left at the cut
+        (see :func:`workflows.models.clip_masked`): how every shortened text is made."""
+        return clip_masked(
+            text, self._secrets, limit, keep_end=keep_end, cut_start=cut_start, cut_end=cut_end
+        )
+
+    def unpiece(self, text: str, *, start: bool = False, end: bool = False) -> str:
+        """``text``, cut at its ``start``/``end``, with a piece of a secret left there masked
+        (whole secrets are kept: the text is data a later job may use)."""
+        return mask_fragments(text, self._secrets, start=start, end=end)
 
     def _set_args(self, args: Any, secrets: list[str]) -> None:
         """The parsed args, and the secrets the workflow named plus those the model marks."""
@@ -111,8 +133,8 @@ class _Context:
     ) -> None:
         """Record a process's exit code and output tails in this attempt's log entry."""
         self._report.exit_code = exit_code
-        self._report.stdout_tail = None if stdout_tail is None else self.mask(stdout_tail)
-        self._report.stderr_tail = None if stderr_tail is None else self.mask(stderr_tail)
+        self._report.stdout_tail = None if stdout_tail is None else self.clip(stdout_tail)
+        self._report.stderr_tail = None if stderr_tail is None else self.clip(stderr_tail)
 
 
 class JobContext(_Context):

@@ -279,6 +279,11 @@ class _Tail:
             data = data[skip:]
         return data.decode("utf-8", "replace")
 
+    @property
+    def truncated(self) -> bool:
+        """Whether the stream's start was dropped (the tail may start in the middle of a secret)."""
+        return self._truncated
+
 
 class _Process(asyncio.SubprocessProtocol):
     """Collects a process's output tails and tells when it exits and when its pipes close."""
@@ -360,26 +365,36 @@ async def _report_progress(ctx: Context, tail: _Tail, hidden: list[str]) -> None
     shown = ""
     while True:
         await asyncio.sleep(_REPORT_EVERY)
-        line = mask_secrets(tail.last_line, hidden)[:DETAIL_CHARS]
+        line = ctx.clip(mask_secrets(tail.last_line, hidden), DETAIL_CHARS)
         if line and line != shown:
             ctx.report(line)
             shown = line
 
 
-def _last_line(text: str) -> str:
+def _last_line(ctx: Context, text: str) -> str:
     for line in reversed(text.splitlines()):
         if line.strip():
-            return line.strip()[:DETAIL_CHARS]
+            return ctx.clip(line.strip(), DETAIL_CHARS)
     return ""
 
 
-def _exit_message(code: int, stderr: str) -> str:
+def _exit_message(ctx: Context, code: int, stderr: str) -> str:
     message = f"exit code {code}"
     if code < 0:
         with contextlib.suppress(ValueError):
             message += f" (killed by {signal.Signals(-code).name})"
-    last = _last_line(stderr)
+    last = _last_line(ctx, stderr)
     return f"{message}: {last}" if last else message
+
+
+def _tails(ctx: Context, process: _Process, hidden: list[str]) -> tuple[str, str]:
+    """stdout and stderr tails, the worker's own credentials (``hidden``) masked and a piece of
+    a secret where a tail was cut masked."""
+    out, err = process.stdout, process.stderr
+    return (
+        ctx.unpiece(mask_secrets(out.text(), hidden), start=out.truncated),
+        ctx.unpiece(mask_secrets(err.text(), hidden), start=err.truncated),
+    )
 
 
 def _bad_command(message: str) -> JobError:
@@ -440,11 +455,7 @@ async def shell(ctx: Context) -> Any:
     except asyncio.CancelledError:
         ctx.log.info("shell job cancelled: killing its process group", pgid=pgid)
         await _kill_group(pgid, process)
-        ctx.set_exit(
-            transport.get_returncode(),
-            mask_secrets(process.stdout.text(), hidden),
-            mask_secrets(process.stderr.text(), hidden),
-        )
+        ctx.set_exit(transport.get_returncode(), *_tails(ctx, process, hidden))
         raise
     finally:
         reporter.cancel()
@@ -452,8 +463,7 @@ async def shell(ctx: Context) -> Any:
         # Only a worker that dies before this point leaves the record for a re-delivery to find.
         _shell_host.forget_group(ctx.idempotency_key)
     code = transport.get_returncode()
-    stdout = mask_secrets(process.stdout.text(), hidden)
-    stderr = mask_secrets(process.stderr.text(), hidden)
+    stdout, stderr = _tails(ctx, process, hidden)
     ctx.set_exit(code, stdout, stderr)
     if timed_out:
         assert command.timeout is not None
@@ -467,7 +477,7 @@ async def shell(ctx: Context) -> Any:
     if code is None:  # pragma: no cover - the exit event is set only once the code is known
         raise JobError("the process ended with no exit code", type="BadExit", reason="bad_exit")
     raise JobError(
-        _exit_message(code, stderr),
+        _exit_message(ctx, code, stderr),
         type="BadExit",
         reason="bad_exit",
         non_retryable=code in command.non_retryable_exit_codes,
@@ -669,7 +679,7 @@ async def http(ctx: Context) -> Any:
         "status": status,
         "headers": {h: response.headers[h] for h in SELECTED_HEADERS if h in response.headers},
         "json": parsed,
-        "text": _decode_text(response, body),
+        "text": ctx.unpiece(_decode_text(response, body), end=len(body) > TEXT_BYTES),
     }
 
 

@@ -1202,25 +1202,40 @@ async def codec_server(
 ) -> int:
     """Serve POST /encode and /decode for the Web UI's codec endpoint, until SIGINT/SIGTERM.
 
-    Uses the keys of STERNWAY_CODEC_KEYS or STERNWAY_CODEC_KEY_FILE. Whoever reaches it can read
-    every payload: keep it on loopback or behind your proxy's authentication.
+    Uses the keys of STERNWAY_CODEC_KEYS or STERNWAY_CODEC_KEY_FILE. Requests need the token of
+    STERNWAY_CODEC_TOKEN (or the one printed at start), as `Authorization: Bearer <token>` or in
+    the endpoint: `sternway dev --ui-codec-endpoint http://127.0.0.1:8081/<token>`. Only the bind
+    address is accepted as Host. Whoever has the token can read every payload.
     """
     import signal
 
     from sternway.codec import (
         KEY_FILE_ENV,
         KEYS_ENV,
+        TOKEN_ENV,
         CodecConfigError,
         codec_from_env,
         make_codec_server,
+        new_token,
         serve_in_thread,
     )
 
     codec = codec_from_env()
     if codec is None:
         raise CodecConfigError(f"no codec key: set {KEYS_ENV} or {KEY_FILE_ENV}")
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token and not (
+        16 <= len(token) <= 200
+        and token.isascii()
+        and all(c.isalnum() or c in "._~-" for c in token)
+    ):
+        raise ArgsError(f"{TOKEN_ENV} must be 16-200 letters, digits, '.', '_', '~' or '-'")
+    generated = not token
+    token = token or new_token()
     try:
-        server = make_codec_server(codec, host=host, port=port, cors_origins=cors_origins)
+        server = make_codec_server(
+            codec, host=host, port=port, cors_origins=cors_origins, token=token
+        )
     except OSError as err:
         raise ArgsError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
     bound_host, bound_port = server.server_address[:2]
@@ -1236,6 +1251,12 @@ async def codec_server(
         markup=False,
         soft_wrap=True,
     )
+    if generated:  # printed once, on stdout only: set STERNWAY_CODEC_TOKEN to keep one
+        session.out.print(
+            f"token {token} (Web UI endpoint: http://{bound_host!s}:{bound_port}/{token})",
+            markup=False,
+            soft_wrap=True,
+        )
     try:
         await stop.wait()
     finally:

@@ -19,7 +19,8 @@ with the key id. Payloads that are not encrypted (sent by a client without the c
 
 :func:`make_codec_server` serves ``POST /encode`` and ``POST /decode`` in Temporal's remote codec
 JSON format, so the Web UI (``--ui-codec-endpoint``) and ``temporal --codec-endpoint`` can show
-decrypted payloads to whoever can reach the server.
+decrypted payloads to whoever holds its token (``STERNWAY_CODEC_TOKEN``) and names its address as
+Host.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ from temporalio.converter import (
 from workflows.errors import ArgsError, SternwayError
 
 if TYPE_CHECKING:
-    from sternway._codec_server import make_codec_server, serve_in_thread
+    from sternway._codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread
 
 __all__ = [
     "ENCODING",
     "KEYS_ENV",
     "KEY_FILE_ENV",
     "KEY_ID_METADATA",
+    "TOKEN_ENV",
     "AesGcmCodec",
     "CodecConfigError",
     "CodecError",
@@ -62,6 +64,7 @@ __all__ = [
     "load_keys",
     "make_codec_server",
     "new_key",
+    "new_token",
     "parse_keys",
     "serve_in_thread",
 ]
@@ -264,7 +267,7 @@ def data_converter_from_env(environ: Mapping[str, str] | None = None) -> DataCon
 def __getattr__(name: str) -> Any:
     # The codec server (and http.server with it) loads on first use: every CLI command imports
     # this module, and only ``sternway codec-server`` serves.
-    if name in ("make_codec_server", "serve_in_thread"):
+    if name in ("TOKEN_ENV", "make_codec_server", "new_token", "serve_in_thread"):
         from sternway import _codec_server
 
         return getattr(_codec_server, name)

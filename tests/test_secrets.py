@@ -9,6 +9,7 @@ import base64
 import json
 import signal
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from sternway.codec import (
 from tests.cli import cli_env, sternway
 from tests.test_processes import free_port, spawn, until_http
 from worker import load_registry
-from workflows.models import MASK, RunStatus
+from workflows.models import MASK, RunStatus, clip_masked, mask_fragments, mask_secrets
 
 RUNBOOK = """
 name: secret-use
@@ -134,11 +135,22 @@ def raw_bytes(history: WorkflowHistory) -> bytes:
     return b"".join(event.SerializeToString() for event in history.events)
 
 
-async def post(url: str, body: Any, origin: str | None = None) -> tuple[int, dict[str, str], Any]:
-    """POST JSON; the status, the headers and the parsed answer."""
+async def post(
+    url: str,
+    body: Any,
+    origin: str | None = None,
+    *,
+    token: str | None = None,
+    host: str | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """POST JSON (with a bearer token, a Host); the status, the headers and the parsed answer."""
     headers = {"Content-Type": "application/json", "X-Namespace": "default"}
     if origin:
         headers["Origin"] = origin
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if host:
+        headers["Host"] = host
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers=headers, method="POST"
     )
@@ -231,6 +243,37 @@ def test_keys_from_a_file_and_no_key_means_no_encryption(tmp_path: Path) -> None
     assert plain.payload_converter_class is pydantic_data_converter.payload_converter_class
 
 
+async def test_the_codec_server_wants_its_host_and_token_and_gives_any_origin_no_credentials() -> (
+    None
+):
+    """Host is the bind address (any loopback name), the token comes as a bearer or in the path,
+    and ``--cors-origin '*'`` answers ``*`` without ``Allow-Credentials``."""
+    from sternway.codec import make_codec_server, serve_in_thread
+
+    token = f"t-{uuid.uuid4().hex}"
+    server = make_codec_server(
+        AesGcmCodec(parse_keys(f"a:{KEY_A}")), cors_origins=["*"], token=token
+    )
+    serve_in_thread(server)
+    port = server.server_address[1]
+    url, empty = f"http://127.0.0.1:{port}", {"payloads": []}
+    try:
+        code, headers, _ = await post(f"{url}/decode", empty, "http://any.example", token=token)
+        assert code == 200 and headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Credentials" not in headers
+        assert (await post(f"{url}/{token}/decode", empty, host=f"localhost:{port}"))[0] == 200
+        assert (await post(f"{url}/encode", empty, token=token, host=f"[::1]:{port}"))[0] == 200
+        for host in (f"rebound.example:{port}", f"127.0.0.1:{port + 1}", "", "a:b:c"):
+            code, _, error = await post(f"{url}/decode", empty, token=token, host=host or " ")
+            assert code == 403 and "Host" in error["error"], host
+        for given, where in ((None, "/decode"), ("nope", "/decode"), (None, f"/x{token}/decode")):
+            code, _, error = await post(f"{url}{where}", empty, token=given)
+            assert code == 401, (given, where)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # -------------------------------------------------------------------- with the codec key
 
 
@@ -241,23 +284,26 @@ async def test_encrypted_history_holds_no_secret_and_the_ui_codec_server_decodes
     keys = f"k1:{KEY_A}"
     port, ui_port, codec_port = free_port(), free_port(), free_port()
     codec_url = f"http://127.0.0.1:{codec_port}"
+    token = f"codec-{uuid.uuid4().hex}"
     ui = f"http://localhost:{ui_port}"
     env = cli_env(
         f"localhost:{port}",
         "sternway",
         STERNWAY_CODEC_KEYS=keys,
         STERNWAY_ACTIONS_PATH=str(runbooks),
+        STERNWAY_CODEC_TOKEN=token,
     )
+    # The Web UI sends no token of its own (only an OIDC login's): the endpoint carries it.
     dev = await spawn(
         env, "dev", "--db", str(tmp_path / "dev.db"), "--port", str(port),
-        "--ui-port", str(ui_port), "--ui-codec-endpoint", codec_url,
+        "--ui-port", str(ui_port), "--ui-codec-endpoint", f"{codec_url}/{token}",
     )  # fmt: skip
     codec_server = await spawn(env, "codec-server", "--port", str(codec_port), "--cors-origin", ui)
     root = tmp_path / "root"
     root.mkdir()
     try:
         settings = json.loads(await until_http(f"http://127.0.0.1:{ui_port}/api/v1/settings"))
-        assert settings["Codec"]["Endpoint"] == codec_url
+        assert settings["Codec"]["Endpoint"] == f"{codec_url}/{token}"
         health = json.loads(await until_http(f"{codec_url}/health"))
         assert health == {"ok": True, "keys": ["k1"], "current": "k1"}
 
@@ -309,23 +355,33 @@ async def test_encrypted_history_holds_no_secret_and_the_ui_codec_server_decodes
 
         # The Web UI asks the codec server: an authorised viewer reads the input, secret and all.
         started = history.events[0].workflow_execution_started_event_attributes
-        code, headers, decoded = await post(
-            f"{codec_url}/decode", {"payloads": [as_json(started.input.payloads[0])]}, origin=ui
-        )
+        request = {"payloads": [as_json(started.input.payloads[0])]}
+        code, headers, decoded = await post(f"{codec_url}/{token}/decode", request, origin=ui)
         assert code == 200 and headers["Access-Control-Allow-Origin"] == ui
         [payload] = decoded["payloads"]
         assert base64.b64decode(payload["metadata"]["encoding"]) == b"json/plain"
         run_input = json.loads(base64.b64decode(payload["data"]))
         assert run_input["args"]["token"] == secret and run_input["requestor"] == "alice"
-        code, _, encoded = await post(f"{codec_url}/encode", decoded)
+        code, _, encoded = await post(f"{codec_url}/encode", decoded, token=token)
         assert code == 200
         assert base64.b64decode(encoded["payloads"][0]["metadata"]["encoding"]) == ENCODING
-        code, _, again = await post(f"{codec_url}/default/decode", encoded)
+        code, _, again = await post(f"{codec_url}/default/decode", encoded, token=token)
         assert code == 200 and again == decoded
-        code, headers, _ = await post(f"{codec_url}/decode", {"payloads": []}, "http://evil")
+        code, headers, _ = await post(
+            f"{codec_url}/decode", {"payloads": []}, "http://evil", token=token
+        )
         assert code == 200 and "Access-Control-Allow-Origin" not in headers
-        code, _, error = await post(f"{codec_url}/decode", {"payloads": "nope"})
+        code, _, error = await post(f"{codec_url}/decode", {"payloads": "nope"}, token=token)
         assert code == 400 and "error" in error
+        # Refused: no token, a wrong one, and a Host that is not the bind address (a rebinding
+        # page's request names its own domain), token or not.
+        for url, given in ((f"{codec_url}/decode", None), (f"{codec_url}/x/decode", "wrong")):
+            code, _, error = await post(url, request, token=given)
+            assert code == 401 and "token" in error["error"]
+        code, _, error = await post(
+            f"{codec_url}/decode", request, token=token, host=f"evil.example:{codec_port}"
+        )
+        assert code == 403 and "payloads" not in error
     finally:
         for process in (codec_server, dev):
             if process.returncode is None:
@@ -477,3 +533,156 @@ async def test_chunk_runs_of_a_large_each_mask_the_secret_too(
     for job in items:
         assert job.state == "COMPLETED"
         assert job.output["stdout"] == f"{job.name[5]} called with {MASK}\n"
+
+
+# ------------------------------------------------------------------ cuts, escapes and each
+
+CUTS = """
+name: secret-cuts
+description: Print a secret where Sternway cuts text, and fan out over it
+args:
+  required:
+    - {name: token, type: secret}
+    - {name: key, type: secret, desc: a secret that would make a fine instance name}
+jobs:
+  - name: cut
+    each: {items: ITEMS, as: k, concurrency: 50}
+    continue_on_error: true
+    run: shell
+    with: {argv: [PYTHON, -c, SCRIPT, "${{ args.token }}", "${{ k }}"]}
+  - name: eachleak
+    each: {items: "${{ ['plain', args.key[2:10]] }}", as: t}
+    run: noop
+    with: {note: a slice of a secret is masked nowhere, so it is not shown here}
+  - name: eachwhole
+    each: {items: "${{ [args.key] }}", as: t}
+    run: noop
+    with: {t: "${{ t }}"}
+  - name: escaped
+    after: [eachleak, eachwhole]
+    continue_on_error: true
+    run: shell
+    with: {argv: ["${{ args.token }}"]}
+"""
+# Job k prints its secret so that every cut falls at every offset of it: the live detail and the
+# error (the last line, cut at 200 characters) start it at 164 + k, the 4 KiB stdout tail starts
+# k - 1 characters before its end.
+CUT_SCRIPT = """
+import sys, time
+secret, k = sys.argv[1], int(sys.argv[2])
+line = "x" * (164 + k) + secret + "y" * 8
+sys.stdout.write(secret + "\\n" + "z" * (4094 - len(line) - k) + "\\n" + line + "\\n")
+sys.stdout.flush()
+time.sleep(2.5)
+sys.stderr.write(line + "\\n")
+sys.exit(1)
+"""
+# No hex digit, so that no id or hash in what is checked can look like a piece of it by chance;
+# the quote and the backslash make its repr() and JSON forms differ from it.
+SECRET_CHARS = "GHJKLMNPQRSTUVWXYZghjkmnpqrstuvwxyz"
+
+
+def pieces_in(text: str, secret: str) -> list[str]:
+    """The pieces of six characters of ``secret`` that show in ``text``."""
+    return sorted({secret[i : i + 6] for i in range(len(secret) - 5)} & _windows(text))
+
+
+def _windows(text: str) -> set[str]:
+    return {text[i : i + 6] for i in range(len(text) - 5)}
+
+
+def test_escaped_forms_are_masked_and_no_cut_leaves_a_piece() -> None:
+    """The helpers every cut goes through, at every offset and from both ends."""
+    secret = "S'q\\\"v\x99 &é/KLMNpqrs"
+    forms = [repr(secret), repr([secret]), json.dumps({"a": secret})]
+    forms += [json.dumps(secret, ensure_ascii=False), urllib.parse.quote(secret)]
+    for shown in [*forms, urllib.parse.quote_plus(secret)]:
+        assert mask_secrets(shown, [secret]).count(MASK) == 1, shown
+    text = "x" * 50 + secret + "y" * 50
+    for limit in range(len(text) + 1):
+        for keep_end in (False, True):
+            cut = clip_masked(text, [secret], limit, keep_end=keep_end)
+            assert len(cut) <= max(limit, len(MASK) + limit) and not pieces_in(cut, secret)
+    for start in range(1, len(secret)):  # a stream cut somewhere inside the secret
+        tail = mask_fragments(secret[start:] + "z" * 9, [secret], start=True, end=False)
+        head = mask_fragments("z" * 9 + secret[:start], [secret], start=False, end=True)
+        assert not pieces_in(tail, secret) and not pieces_in(head, secret), start
+    assert mask_fragments("xxKLMNpq", [secret], start=True, end=False) == "xxKLMNpq"
+
+
+async def test_no_cut_escape_or_each_instance_shows_a_piece_of_a_secret(
+    dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    """Must-show: a secret at every offset of a live detail, an error and a stdout tail; in a
+    repr()-escaped error; as an each item. With the codec on, nothing in status, logs, the worker
+    log or the raw history holds six characters of it."""
+    import random
+    import sys
+
+    secret = "".join(random.choice(SECRET_CHARS) for _ in range(30)) + "'q\\Zk-"
+    key = "".join(random.choice(SECRET_CHARS) for _ in range(20))
+    offsets = list(range(len(secret) + 3))
+    folder = tmp_path / "runbooks"
+    folder.mkdir()
+    text = CUTS.replace("ITEMS", json.dumps(offsets)).replace("PYTHON", json.dumps(sys.executable))
+    (folder / "secret-cuts.yaml").write_text(text.replace("SCRIPT", json.dumps(CUT_SCRIPT)))
+    keys = f"k1:{KEY_A}"
+    address = dev_env.client.service_client.config.target_host
+    env = cli_env(address, task_queue, STERNWAY_ACTIONS_PATH=str(folder), STERNWAY_CODEC_KEYS=keys)
+    run_id = f"cuts-{uuid.uuid4().hex[:8]}"
+    keyed = await Client.connect(
+        address, data_converter=data_converter(AesGcmCodec(load_keys(env) or {}))
+    )
+    worker = await spawn(env, "worker")
+    live: list[str] = []
+    try:
+        submitted = await sternway(
+            env,
+            "submit",
+            "secret-cuts",
+            "--arg",
+            f"token={secret}",
+            "--arg",
+            f"key={key}",
+            "--id",
+            run_id,
+        )
+        assert submitted.code == 0, submitted.out + submitted.err
+        handle = RunHandle(keyed, run_id)
+        for _ in range(200):  # the live details, while the jobs run
+            live.extend((await handle.live_details()).values())
+            if len(live) >= len(offsets):
+                break
+            await asyncio.sleep(0.1)
+        status = await asyncio.wait_for(handle.wait(), 120)
+        shown = await sternway(env, "status", run_id, "--json")
+        logs = await sternway(env, "logs", run_id)
+    finally:
+        worker.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(worker.communicate(), 30)
+    worker_log = err.decode()
+    assert worker.returncode == 0, worker_log
+    history = await dev_env.client.get_workflow_handle(run_id).fetch_history()
+    seen = {
+        "status": status.model_dump_json(),
+        "status --json": shown.out,
+        "logs": logs.out,
+        "live details": "\n".join(live),
+        "worker log": worker_log,
+        "raw history": raw_bytes(history).decode("latin-1"),
+        "history json": history.to_json(),
+    }
+    assert shown.code == 0 and logs.code == 0, shown.err + logs.err
+    leaks = {where: pieces_in(text, secret) + pieces_in(text, key) for where, text in seen.items()}
+    assert not any(leaks.values()), leaks
+    cut = [job for job in status.jobs if job.name.startswith("cut[")]
+    assert len(cut) == len(offsets) and all(job.state == "FAILED" for job in cut)
+    # The cuts happened where they were meant to: around the secret, which is masked.
+    assert any(MASK in detail for detail in live), live
+    assert all(job.error is not None and "xxx" in job.error.message for job in cut)
+    assert all(MASK in job.log[0].stdout_tail for job in cut if job.log[0].stdout_tail)
+    # The each over the secret (or a slice of it) goes by index; the one over offsets by item.
+    names = {job.name for job in status.jobs}
+    assert {"eachleak[0]", "eachleak[1]", "eachwhole[0]", "cut[0]", f"cut[{offsets[-1]}]"} <= names
+    escaped = status.job("escaped")
+    assert escaped.error is not None and MASK in escaped.error.message

@@ -23,7 +23,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.cli import BIN, REPO, cli_env, sternway
-from tests.test_processes import free_port, until_http
+from tests.test_processes import free_port, spawn, until_http
 
 CHROMIUM = Path(os.environ.get("STERNWAY_CHROMIUM", "/usr/bin/chromium"))
 # Headless, and nothing that phones home or updates itself: the machine has no network.
@@ -181,3 +181,57 @@ async def run_page_shows_summary_and_jobs(page: Page, ui: str, run_id: str, tmp_
     await summary.get_by_text("run by").wait_for()
     assert (await summary.inner_text()).split() == ["deploy-site", "run", "by", "ops-alice"]
     assert await summary.locator("strong").inner_text() == "deploy-site"
+
+
+async def test_with_a_codec_key_the_web_ui_decodes_through_the_codec_server_and_its_token(
+    tmp_path: Path, browser: BrowserContext
+) -> None:
+    """Encrypted history: the UI shows the job summaries only because the codec server decodes
+    them, asked with the token its endpoint carries (every codec request answered 200)."""
+    from sternway.codec import new_key
+
+    port, ui_port, codec_port = free_port(), free_port(), free_port()
+    ui, token = f"http://localhost:{ui_port}", f"ui-{uuid.uuid4().hex}"
+    codec_url = f"http://127.0.0.1:{codec_port}"
+    env = cli_env(
+        f"localhost:{port}", "sternway", STERNWAY_UI_URL=ui,
+        STERNWAY_CODEC_KEYS=f"k1:{new_key()}", STERNWAY_CODEC_TOKEN=token,
+    )  # fmt: skip
+    codec = await spawn(env, "codec-server", "--port", str(codec_port), "--cors-origin", ui)
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = await asyncio.create_subprocess_exec(
+            str(BIN / "sternway"), "dev", "--db", str(tmp_path / "dev.db"),
+            "--port", str(port), "--ui-port", str(ui_port),
+            "--ui-codec-endpoint", f"{codec_url}/{token}",
+            env=env, cwd=REPO, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        await until_http(f"{ui}/")
+        run_id = f"site-{uuid.uuid4().hex[:8]}"
+        submitted = await sternway(
+            env, "submit", "deploy-site", "--arg", f"root={tmp_path / 'site'}",
+            "--arg", "release=v1", "--arg", "pause=0", "--id", run_id, "--wait", timeout=90,
+        )  # fmt: skip
+        assert submitted.code == 0, submitted.out + submitted.err + log.read_text()
+        page = await browser.new_page()
+        decoded: list[int] = []
+        page.on(
+            "response",
+            lambda response: (
+                decoded.append(response.status)
+                if response.url.startswith(codec_url) and response.request.method == "POST"
+                else None
+            ),
+        )
+        await page.goto(f"{ui}/namespaces/default/workflows/{run_id}")
+        main = page.locator("main")
+        await main.get_by_text("deploy-site › record").first.wait_for(timeout=30000)
+        assert decoded and set(decoded) == {200}, decoded
+    finally:
+        for process in (dev, codec):
+            process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(dev.wait(), 30)
+        _, codec_err = await asyncio.wait_for(codec.communicate(), 30)
+    assert dev.returncode == 0, log.read_text()
+    assert codec.returncode == 0, codec_err.decode()

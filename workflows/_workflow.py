@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
+        holds_secret,
         masked_status,
         parse_duration,
         secret_values,
@@ -504,7 +505,13 @@ class ActionWorkflow:
             raise ExpressionError(f"each.items of {name!r} is not a list: {items!r}")
         entry.state, entry.started_at = JobState.RUNNING, workflow.now()
         keys = [str(i) for i in items]
-        if len(set(keys)) != len(keys) or not all(_ITEM_KEY.match(k) for k in keys):
+        # A key is in activity ids, history and the UI, which no masking reaches: an item that
+        # holds a secret (or a slice of one) makes every instance go by its index.
+        if (
+            len(set(keys)) != len(keys)
+            or not all(_ITEM_KEY.match(k) for k in keys)
+            or any(holds_secret(key, self._secrets) for key in keys)
+        ):
             keys = [str(i) for i in range(len(items))]
         if self._chunk is not None and name == self._chunk.prefix + self._chunk.job.name:
             keys = self._chunk.keys

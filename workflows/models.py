@@ -9,11 +9,13 @@ Nothing here does I/O: the module is passed through the workflow sandbox.
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any
 
 from pydantic import (
@@ -77,6 +79,9 @@ __all__ = [
     "RunStatus",
     "StopCommand",
     "SuspendCommand",
+    "clip_masked",
+    "holds_secret",
+    "mask_fragments",
     "mask_secrets",
     "masked_status",
     "parse_duration",
@@ -679,16 +684,102 @@ def secret_values(revealed: Any, masked: Any) -> list[str]:
     return sorted(found, key=lambda text: (-len(text), text))
 
 
+MIN_FRAGMENT = 6
+"""The shortest piece of a secret, left at the edge of a cut text, that is masked too."""
+
+
+@lru_cache(maxsize=256)
+def _forms(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Each secret as it may be written: as is, ``repr()``-escaped, JSON-escaped (ASCII or not)
+    and URL-quoted; longest first, so a longer form is masked before a shorter one inside it."""
+    found: set[str] = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        found.add(secret)
+        found.add(repr(secret)[1:-1])
+        found.add(json.dumps(secret)[1:-1])
+        found.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+        found.add(urllib.parse.quote(secret, safe=""))
+        found.add(urllib.parse.quote(secret))
+        found.add(urllib.parse.quote_plus(secret))
+    found.discard("")
+    return tuple(sorted(found, key=lambda text: (-len(text), text)))
+
+
+def _mask_text(text: str, secrets: Sequence[str]) -> str:
+    for form in _forms(tuple(secrets)):
+        if form in text:
+            text = text.replace(form, MASK)
+    return text
+
+
+def mask_fragments(text: str, secrets: Sequence[str], *, start: bool, end: bool) -> str:
+    """``text``, which was cut at its ``start`` and/or ``end``, with the piece of a secret (of at
+    least :data:`MIN_FRAGMENT` characters) that the cut left at that edge replaced by MASK.
+
+    Whole secrets are not masked here (see :func:`mask_secrets`): a cut can only leave a piece
+    where it cut, so the edges are all there is to look at."""
+    if not secrets or not (start or end):
+        return text
+    for form in _forms(tuple(secrets)):
+        if start:  # the text starts with the end of a secret
+            for size in range(min(len(form) - 1, len(text)), MIN_FRAGMENT - 1, -1):
+                if text.startswith(form[-size:]):
+                    text = MASK + text[size:]
+                    break
+        if end:  # the text ends with the start of a secret
+            for size in range(min(len(form) - 1, len(text)), MIN_FRAGMENT - 1, -1):
+                if text.endswith(form[:size]):
+                    text = text[: len(text) - size] + MASK
+                    break
+    return text
+
+
+def holds_secret(text: str, secrets: Sequence[str]) -> bool:
+    """Whether ``text`` holds a secret, an escaped form of one, or a piece of one of at least
+    :data:`MIN_FRAGMENT` characters (a slice): for names, which are shown whole or not at all."""
+    if not secrets or len(text) < MIN_FRAGMENT:
+        return any(form in text for form in _forms(tuple(secrets)))
+    windows = {text[i : i + MIN_FRAGMENT] for i in range(len(text) - MIN_FRAGMENT + 1)}
+    return any(
+        form[i : i + MIN_FRAGMENT] in windows
+        for form in _forms(tuple(secrets))
+        for i in range(max(1, len(form) - MIN_FRAGMENT + 1))
+    ) or any(form in text for form in _forms(tuple(secrets)))
+
+
+def clip_masked(
+    text: str,
+    secrets: Sequence[str],
+    limit: int | None = None,
+    *,
+    keep_end: bool = False,
+    cut_start: bool = False,
+    cut_end: bool = False,
+) -> str:
+    """``text`` masked, then cut to at most ``limit`` characters (its start, or its end with
+    ``keep_end``), then masked again where it was cut: the one way Sternway shortens text that
+    may hold a secret, so that no cut leaves a piece of one showing.
+
+    ``cut_start``/``cut_end`` say that ``text`` was cut already (e.g. a stream's last bytes)."""
+    text = _mask_text(text, secrets) if secrets else text
+    if limit is not None and len(text) > limit:
+        if keep_end:
+            text, cut_start = text[len(text) - limit :], True
+        else:
+            text, cut_end = text[:limit], True
+    return mask_fragments(text, secrets, start=cut_start, end=cut_end)
+
+
 def mask_secrets(value: Any, secrets: Sequence[str]) -> Any:
     """``value`` with every occurrence of each of ``secrets`` in its strings (and mapping keys)
-    replaced by MASK; ``value`` itself is left unchanged."""
+    replaced by MASK, also where a secret is ``repr()``-, JSON- or URL-escaped; ``value`` itself
+    is left unchanged."""
     if not secrets:
         return value
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
+        return _mask_text(value, secrets)
     if isinstance(value, dict):
         return {mask_secrets(k, secrets): mask_secrets(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
