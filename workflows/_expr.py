@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache, wraps
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_INT_BITS",
     "MAX_RANGE",
     "MAX_SIZE",
+    "MAX_STEPS",
     "ROOTS",
     "ExpressionError",
     "has_expression",
@@ -41,6 +43,9 @@ MAX_RANGE = 10_000
 """The most items ``range()`` gives."""
 MAX_INT_BITS = 4096
 """The largest integer an expression may build (about 1,200 digits)."""
+MAX_STEPS = 20_000
+"""The work one string's expressions may do: a step is an item a filter, call or operator makes
+or goes through, or 64 characters of a string it builds (about a microsecond each)."""
 # str methods an expression may call: each one's result is at most about as large as its input
 # and its int arguments, which are capped. Left out: translate, expandtabs, format_map, encode and
 # maketrans, whose results can be far larger than what goes in.
@@ -52,6 +57,9 @@ _STR_METHODS = frozenset(
     | {"rjust", "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith", "strip"}
     | {"swapcase", "title", "upper", "zfill"}
 )
+# Filters that go through a string in Python, word by word or line by line: their input costs
+# a step every 2 characters instead of every 64.
+_WORDY = frozenset({"wordwrap", "title", "wordcount", "urlencode", "pprint", "indent", "truncate"})
 _FORMAT_NUMBER = re.compile(r"\d+")
 
 
@@ -95,8 +103,34 @@ def _size(value: Any, budget: int = MAX_SIZE + 1) -> int:
     return 8
 
 
+_budget = threading.local()  # steps left for the string being rendered (one per thread)
+
+
+def _charge(steps: int, what: str) -> None:
+    """Spend ``steps`` of the :data:`MAX_STEPS` of the string being rendered."""
+    left = getattr(_budget, "left", MAX_STEPS) - steps
+    _budget.left = left
+    if left < 0:
+        raise _TooBig(f"{what}: the expression does more than {MAX_STEPS} steps of work")
+
+
+def _counted(items: Iterable[Any], what: str) -> Iterator[Any]:
+    """``items``, charging two steps for each: lazy filters such as ``map`` and ``select`` call
+    Python code per item."""
+    for item in items:
+        _charge(2, what)
+        yield item
+
+
 def _limit(value: Any, what: str) -> Any:
-    """``value``, or :class:`_TooBig` when it is over :data:`MAX_SIZE` or :data:`MAX_INT_BITS`."""
+    """``value``, or :class:`_TooBig` when it is over :data:`MAX_SIZE` or :data:`MAX_INT_BITS`;
+    the work of building it is charged, and a lazy result counts its items as they are read."""
+    if isinstance(value, str):
+        _charge(len(value) // 64 + 1, what)
+    elif isinstance(value, list | tuple | Mapping):
+        _charge(len(value) + 1, what)
+    elif isinstance(value, Iterator):
+        return _counted(value, what)
     if isinstance(value, int) and not isinstance(value, bool):
         if value.bit_length() > MAX_INT_BITS:
             raise _TooBig(f"{what} gives an integer over {MAX_INT_BITS} bits")
@@ -143,7 +177,7 @@ def _bounded_range(*args: int) -> range:
     rng = range(*args)
     if len(rng) > MAX_RANGE:
         raise _TooBig(f"range of {len(rng)} items (at most {MAX_RANGE})")
-    return rng
+    return rng  # lazy: what goes through it is charged
 
 
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
@@ -160,7 +194,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         elif operator == "*":
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                    _planned(_size(seq) * max(times, 0), what)
+                    size = len(seq) if isinstance(seq, str) else _size(seq)
+                    _planned(size * max(times, 0), what)
             if (
                 _is_int(left)
                 and _is_int(right)
@@ -168,7 +203,9 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             ):
                 raise _TooBig(f"{what} would give an integer over {MAX_INT_BITS} bits")
         elif operator == "+":
-            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            if isinstance(left, str) and isinstance(right, str):
+                _planned(len(left) + len(right), what)
+            elif isinstance(left, list | tuple) and isinstance(right, list | tuple):
                 _planned(_size(left) + _size(right), what)
         elif operator == "%" and isinstance(left, str):
             _planned(_format_size(left, right), what)
@@ -182,6 +219,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         owner = getattr(method, "__self__", None)
         what = f"{name}()"
         if isinstance(owner, str):
+            _charge(len(owner) // 64, what)
             if name not in _STR_METHODS:
                 raise _TooBig(f"the string method {name}() is not available in expressions")
             if name == "replace" and len(args) >= 2:
@@ -220,6 +258,10 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         values = [a for a in values if type(a).__name__ != "EvalContext"]
         value, params = (values[0], values[1:]) if values else (None, [])
         _int_args(tuple(params), kwargs, what)
+        if isinstance(value, str):
+            _charge(len(value) // (2 if name in _WORDY else 64), what)
+        elif isinstance(value, list | tuple | Mapping):
+            _charge(len(value), what)
         if name == "replace" and len(params) >= 2:
             count = params[2] if len(params) > 2 else kwargs.get("count")
             _planned(_replace_size(str(value), str(params[0]), str(params[1]), count), what)
@@ -384,6 +426,7 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
         return text
     refuse_blocks(text)
     compiled = _compiled(text)
+    _budget.left = MAX_STEPS
     try:
         whole = _WHOLE.match(text)
         if whole:
