@@ -59,16 +59,16 @@ def is_json_data(value: Any) -> bool:
     ("text", "message"),
     [
         ("${{ 9 ** (9 ** args.n) }}", "'**' would give an integer over 4096 bits"),
-        ("${{ 'x' * 10**8 }}", "'*' would give a value over 256 KiB"),
-        ("${{ 'x' * args.big }}", "'*' would give a value over 256 KiB"),
+        ("${{ 'x' * 10**8 }}", "'*' would give a value over 512 KiB"),
+        ("${{ 'x' * args.big }}", "'*' would give a value over 512 KiB"),
         ("${{ range(100000) | list }}", f"range of 100000 items (at most {MAX_RANGE})"),
-        ("${{ ('x' * 200000) | replace('x', 'yy') }}", "replace filter would give a value over"),
-        ("${{ ['x' * 200000] * 2 }}", "'*' would give a value over 256 KiB"),
-        ("${{ ['x' * 200000, 'y' * 200000] | join }}", "join filter would give a value over"),
+        ("${{ ('x' * 300000) | replace('x', 'yy') }}", "replace filter would give a value over"),
+        ("${{ ['x' * 300000] * 2 }}", "'*' would give a value over 512 KiB"),
+        ("${{ ['x' * 300000, 'y' * 300000] | join }}", "join filter would give a value over"),
         ("${{ ('a\n' * 10000) | indent(100) }}", "indent filter would give a value over"),
-        ("${{ '%0999999999d' % 1 }}", "'%' would give a value over 256 KiB"),
-        ("${{ '%*d' % (999999999, 1) }}", "'%' would give a value over 256 KiB"),
-        ("${{ '{:>999999999}'.format(1) }}", "format() would give a value over 256 KiB"),
+        ("${{ '%0999999999d' % 1 }}", "'%' would give a value over 512 KiB"),
+        ("${{ '%*d' % (999999999, 1) }}", "'%' would give a value over 512 KiB"),
+        ("${{ '{:>999999999}'.format(1) }}", "format() would give a value over 512 KiB"),
         ("${{ 'a'.ljust(10**9) }}", "ljust() with 1000000000"),
         ("${{ '\t'.expandtabs(10) }}", "expandtabs() is not available"),
         ("${{ 'ab'.translate({97: 'x'}) }}", "translate() is not available"),
@@ -149,9 +149,18 @@ def test_ordinary_expressions_still_give_their_values(text: str, value: Any) -> 
     assert render(text, CONTEXT) == value
 
 
+def test_an_output_at_its_cap_can_still_be_read_and_passed_as_json() -> None:
+    output = {"rows": [{"host": f"web{i}", "ok": True} for i in range(8000)]}
+    assert len(json.dumps(output, separators=(",", ":"))) > 200 * 1024
+    context = {**CONTEXT, "jobs": {"big": {"output": output, "state": "COMPLETED"}}}
+    assert render("${{ jobs.big.output }}", context) == output
+    assert json.loads(render("${{ jobs.big.output | tojson }}", context)) == output
+    assert render("${{ jobs.big.output.rows | length }}", context) == 8000
+
+
 def test_rendered_text_is_capped() -> None:
     half = MAX_SIZE // 2 + 1
-    with pytest.raises(ExpressionError, match="the rendered text is over 256 KiB"):
+    with pytest.raises(ExpressionError, match="the rendered text is over 512 KiB"):
         render(f"${{{{ 'x' * {half} }}}} and ${{{{ 'y' * {half} }}}}", CONTEXT)
 
 

@@ -36,9 +36,9 @@ __all__ = [
 ROOTS = frozenset({"args", "jobs", "run"})
 """Names every expression may read; ``each`` adds its ``as`` name inside its job or group."""
 
-MAX_SIZE = 256 * 1024
+MAX_SIZE = 512 * 1024
 """The most characters (strings) or JSON size (lists, maps) a value an expression builds may have:
-one job output's cap, so ``${{ jobs.x.output | tojson }}`` still fits."""
+twice a job output's cap, so ``${{ jobs.x.output | tojson }}`` (with its spaces) still fits."""
 MAX_RANGE = 10_000
 """The most items ``range()`` gives."""
 MAX_INT_BITS = 4096

@@ -748,7 +748,7 @@ def _check_expression(text: str, path: FieldPath, names: frozenset[str], ctx: _C
             )
         if root == "jobs" and key not in ctx.jobs:
             raise _Invalid(path, f"unknown job {key!r} in {_short(text)}{_suggest(key, ctx.jobs)}")
-    for base, method in _uncalled_methods(tree, frozenset({"args", "jobs"}) | names):
+    for base, method in _uncalled_methods(tree, frozenset({"args", "jobs", "run"}) | names):
         raise _Invalid(
             path,
             f"{base}.{method} in {_short(text)} is a method, not data: "
