@@ -65,7 +65,7 @@ def is_json_data(value: Any) -> bool:
         ("${{ ('x' * 300000) | replace('x', 'yy') }}", "replace filter would give a value over"),
         ("${{ ['x' * 300000] * 2 }}", "'*' would give a value over 512 KiB"),
         ("${{ ['x' * 300000, 'y' * 300000] | join }}", "join filter would give a value over"),
-        ("${{ ('a\n' * 10000) | indent(100) }}", "indent filter would give a value over"),
+        ("${{ ('a\n' * 4000) | indent(200) }}", "indent filter would give a value over"),
         ("${{ '%0999999999d' % 1 }}", "'%' would give a value over 512 KiB"),
         ("${{ '%*d' % (999999999, 1) }}", "'%' would give a value over 512 KiB"),
         ("${{ '{:>999999999}'.format(1) }}", "format() would give a value over 512 KiB"),

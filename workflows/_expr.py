@@ -43,9 +43,10 @@ MAX_RANGE = 10_000
 """The most items ``range()`` gives."""
 MAX_INT_BITS = 4096
 """The largest integer an expression may build (about 1,200 digits)."""
-MAX_STEPS = 20_000
+MAX_STEPS = 10_000
 """The work one string's expressions may do: a step is an item a filter, call or operator makes
-or goes through, or 64 characters of a string it builds (about a microsecond each)."""
+or goes through, a character of a string a filter goes through one by one, or 64 characters of
+a string handled whole (about a microsecond each: some 10 ms of CPU at most)."""
 # str methods an expression may call: each one's result is at most about as large as its input
 # and its int arguments, which are capped. Left out: translate, expandtabs, format_map, encode and
 # maketrans, whose results can be far larger than what goes in.
@@ -57,9 +58,13 @@ _STR_METHODS = frozenset(
     | {"rjust", "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith", "strip"}
     | {"swapcase", "title", "upper", "zfill"}
 )
-# Filters that go through a string in Python, word by word or line by line: their input costs
-# a step every 2 characters instead of every 64.
-_WORDY = frozenset({"wordwrap", "title", "wordcount", "urlencode", "pprint", "indent", "truncate"})
+# Filters that treat a string as a whole, in C: their input costs a step every 64 characters.
+# Every other filter goes through a string character by character, in Python (sort, unique,
+# groupby, min, join, batch, map, wordwrap, title, ...): a step per character.
+_TEXT_FILTERS = frozenset(
+    {"upper", "lower", "capitalize", "replace", "trim", "center", "escape", "e", "forceescape"}
+    | {"string", "float", "int", "format", "safe", "tojson", "filesizeformat", "reverse", "list"}
+)
 # Filters that do not go through their input.
 _CONSTANT_TIME = frozenset({"length", "count", "first", "last", "default", "d", "attr"})
 _FORMAT_NUMBER = re.compile(r"\d+")
@@ -130,7 +135,7 @@ def _limit(value: Any, what: str) -> Any:
     if isinstance(value, str):
         _charge(len(value) // 64 + 1, what)
     elif isinstance(value, list | tuple | Mapping):
-        _charge(len(value) + 1, what)
+        _charge(len(value), what)
     elif isinstance(value, Iterator):
         return _counted(value, what)
     if isinstance(value, int) and not isinstance(value, bool):
@@ -263,7 +268,7 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         if name in _CONSTANT_TIME:
             pass
         elif isinstance(value, str):
-            _charge(len(value) // (2 if name in _WORDY else 64), what)
+            _charge(len(value) // 64 if name in _TEXT_FILTERS else len(value), what)
         elif isinstance(value, list | tuple | Mapping):
             _charge(len(value), what)
         if name == "replace" and len(params) >= 2:
