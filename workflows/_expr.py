@@ -234,6 +234,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
                 _planned(_replace_size(owner, str(args[0]), str(args[1]), count), what)
             elif name == "join" and args:
                 items = list(args[0])
+                _charge(len(items), what)
                 _planned(sum(_size(i) for i in items) + len(owner) * len(items), what)
                 args = (items, *args[1:])
             elif name == "format":
