@@ -47,7 +47,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from workflows._actions import Action
 from workflows._argv import argv_text
-from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, roots
+from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
 from workflows.errors import SpecError
 from workflows.models import (
     ACTIVITY_KINDS,
@@ -916,8 +916,36 @@ def _references(tree: nodes.Template) -> Iterator[tuple[str, str, bool]]:
             yield base.name, key.value, False
 
 
+def _chain(node: nodes.Node, names: frozenset[str]) -> str | None:
+    """``jobs.fetch.output`` for a chain of ``.name`` and ``['key']`` reads from one of ``names``,
+    or None for anything else (a call, a filter, a literal)."""
+    if isinstance(node, nodes.Name):
+        return node.name if node.name in names else None
+    if isinstance(node, nodes.Getattr):
+        base = _chain(node.node, names)
+        return None if base is None else f"{base}.{node.attr}"
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        base = _chain(node.node, names)
+        return None if base is None else f"{base}[{node.arg.value!r}]"
+    return None
+
+
+def _uncalled_methods(tree: nodes.Template, names: frozenset[str]) -> Iterator[tuple[str, str]]:
+    """``("jobs.fetch.output", "items")`` for ``jobs.fetch.output.items`` not followed by ``()``:
+    on a mapping that reads the method, never the value, and a method is not data."""
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    for node in tree.find_all(nodes.Getattr):
+        assert isinstance(node, nodes.Getattr)
+        if id(node) in called or node.attr.startswith("_") or not hasattr(dict, node.attr):
+            continue
+        base = _chain(node.node, names)
+        if base is not None:
+            yield base, node.attr
+
+
 def _check_expression(text: str, path: FieldPath, names: frozenset[str], ctx: _Context) -> None:
     try:
+        refuse_blocks(text)
         used = roots(text)
         tree = _parse(text)
     except ExpressionError as err:
@@ -950,11 +978,17 @@ def _check_expression(text: str, path: FieldPath, names: frozenset[str], ctx: _C
             )
         if root == "jobs" and key not in ctx.jobs:
             raise _Invalid(path, f"unknown job {key!r} in {_short(text)}{_suggest(key, ctx.jobs)}")
+    for base, method in _uncalled_methods(tree, frozenset({"args", "jobs", "run"}) | names):
+        raise _Invalid(
+            path,
+            f"{base}.{method} in {_short(text)} is a method, not data: "
+            f"did you mean {base}[{method!r}]?",
+        )
 
 
 def _check_expressions(value: Any, path: FieldPath, names: frozenset[str], ctx: _Context) -> None:
     if isinstance(value, str):
-        if "${{" in value:
+        if "${{" in value or "${%" in value:
             _check_expression(value, path, names, ctx)
     elif isinstance(value, dict):
         for key, item in value.items():
