@@ -84,14 +84,14 @@ RETRY_STORM = """
 name: retry-storm
 args:
   required:
-    - {name: items, type: "list[int]"}
+    - {name: hosts, type: "list[str]"}
 jobs:
   - name: prep
     run: noop
     rollback: {run: noop}
   - name: flaky
     after: [prep]
-    each: {items: "${{ args.items }}", concurrency: 20}
+    each: {items: "${{ args.hosts }}", concurrency: 20}
     run: fail
     with: {message: always}
     retry: {max_attempts: 100, initial_interval: 10ms, backoff: 1}
@@ -245,7 +245,7 @@ async def test_a_retry_storm_halts_before_the_history_limit_and_rolls_back(
     client = ts_env.client
     async with create_worker(client, registry(RETRY_STORM), task_queue=task_queue):
         handle = await submit(
-            client, "retry-storm", {"items": list(range(60))}, task_queue=task_queue
+            client, "retry-storm", {"hosts": [str(i) for i in range(60)]}, task_queue=task_queue
         )
         status = await ended(client, handle)
         answer = await handle.status()
