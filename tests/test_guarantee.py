@@ -79,7 +79,8 @@ jobs:
     run: approval
 """
 
-# Every item fails every attempt: together the attempts would pass Temporal's history limit.
+# Every attempt fails, and no job fails for good before the history is full: each item's group
+# runs its job 100 times, undoes it, and runs again, 10 times (10 x 10 x 100 = 10,000 attempts).
 RETRY_STORM = """
 name: retry-storm
 args:
@@ -89,12 +90,16 @@ jobs:
   - name: prep
     run: noop
     rollback: {run: noop}
-  - name: flaky
+  - name: storm
     after: [prep]
-    each: {items: "${{ args.hosts }}", concurrency: 20}
-    run: fail
-    with: {message: always}
-    retry: {max_attempts: 100, initial_interval: 10ms, backoff: 1}
+    each: {items: "${{ args.hosts }}", concurrency: 10}
+    retry: {attempts: 10, wait: 10ms}
+    jobs:
+      - name: flaky
+        run: fail
+        with: {message: always}
+        retry: {max_attempts: 100, initial_interval: 10ms, backoff: 1}
+        rollback: {run: noop}
 """
 
 
@@ -245,7 +250,7 @@ async def test_a_retry_storm_halts_before_the_history_limit_and_rolls_back(
     client = ts_env.client
     async with create_worker(client, registry(RETRY_STORM), task_queue=task_queue):
         handle = await submit(
-            client, "retry-storm", {"hosts": [str(i) for i in range(60)]}, task_queue=task_queue
+            client, "retry-storm", {"hosts": [str(i) for i in range(10)]}, task_queue=task_queue
         )
         status = await ended(client, handle)
         answer = await handle.status()
