@@ -266,6 +266,9 @@ async def test_a_retry_storm_halts_before_the_history_limit_and_rolls_back(
         answer = await handle.status()
     assert status.state == "FAILED", status.error
     assert status.error is not None and status.error.type == "HistoryLimit"
+    assert status.error.job is not None and status.error.job.endswith(".flaky")
+    halted = status.job(status.error.job)
+    assert halted.error is not None and halted.error.type == "HistoryLimit"
     assert status.job("prep").state == "ROLLED_BACK"
     info = (await client.get_workflow_handle(handle.run_id).describe()).raw_description
     length = info.workflow_execution_info.history_length

@@ -623,6 +623,11 @@ class ActionWorkflow:
             error = _error_of(err).model_copy(update={"job": name})
             self._end_job(self._entry(name), JobState.FAILED, error)
             if error.type == "HistoryLimit" and self._root is not None:
+                if self._failure is not None and self._failure.type == error.type:
+                    # The run halted for its history as this job met it: the job names the cause.
+                    self._failure = self._root.failure = self._failure.model_copy(
+                        update={"job": self._failure.job or name}
+                    )
                 self._fail(self._root, error)  # no group retry, no continue_on_error: halt
             elif not spec.continue_on_error:
                 self._fail(scope, error)
@@ -907,15 +912,15 @@ class ActionWorkflow:
                 await workflow.wait_condition(
                     lambda: not self._suspended or self._scope_halting(scope)
                 )
+            full = self._history_error()
+            if full is not None and (self._failure is None or self._failure.type == full.type):
+                # Another attempt could take the run past Temporal's limit, where the server
+                # would end it with nothing undone: the job fails, and the run rolls back.
+                raise _JobFailure(full)
             if self._scope_halting(scope):
                 if job.attempts:
                     self._end_job(job, JobState.CANCELLED, job.error)
                 return
-            full = self._history_error()
-            if full is not None:
-                # Another attempt could take the run past Temporal's limit, where the server
-                # would end it with nothing undone: the job fails, and the run rolls back.
-                raise _JobFailure(full)
             rendered = call.model_copy(
                 update={"with_": render(call.with_, self._context(scope, variables))}
             )
