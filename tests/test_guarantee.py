@@ -254,6 +254,7 @@ def test_status_over_budget_is_truncated_with_a_marker() -> None:
 
 
 @pytest.mark.heavy
+@pytest.mark.timeout(900)
 async def test_a_retry_storm_halts_before_the_history_limit_and_rolls_back(
     ts_env: WorkflowEnvironment, task_queue: str
 ) -> None:
