@@ -54,6 +54,7 @@ from workflows.models import (
     CommandResult,
     RunState,
     RunStatus,
+    args_refusal,
     parse_duration,
 )
 
@@ -385,6 +386,9 @@ def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> d
         known = ", ".join(properties) or "none"
         raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
     action.validate_args(args)
+    refusal = args_refusal(args)  # over the size budget: refused here, nothing starts
+    if refusal:
+        raise ArgsError(refusal)
     return args
 
 

@@ -47,6 +47,7 @@ from workflows.models import (
     RunStatus,
     StopCommand,
     SuspendCommand,
+    args_refusal,
 )
 
 if TYPE_CHECKING:
@@ -289,9 +290,12 @@ async def submit(
     """
     args = dict(args or {})
     explicit_id = run_id is not None
+    refusal = args_refusal(args)  # over the size budget: nothing starts
+    if refusal:
+        raise ArgsError(refusal)
     # Without the registry secrets cannot be told apart: the workflow then writes the masked
     # args into the memo itself once it has validated them.
-    masked = registry.resolve(action, args).masked_args if registry is not None else None
+    masked = registry.resolve(action, args).shown_args() if registry is not None else None
     if run_id is not None:
         check_run_id(run_id)
     if requestor is not None:

@@ -17,7 +17,15 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 
 from workflows.errors import ArgsError, SpecError
-from workflows.models import CallSpec, JobSpec, Plan, ResolvedRun, RetrySpec, parse_duration
+from workflows.models import (
+    MAX_ATTEMPTS,
+    CallSpec,
+    JobSpec,
+    Plan,
+    ResolvedRun,
+    RetrySpec,
+    parse_duration,
+)
 
 __all__ = ["PYTHON_VERSION", "Action", "Job", "Registry", "Retry", "function_ref", "secrets_of"]
 
@@ -50,6 +58,14 @@ class Retry:
     backoff: float = 2.0
     max_interval: DurationLike | None = None
     non_retryable: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        # Attempts are driven by the workflow and each one stays in its history.
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise SpecError(
+                f"retry max_attempts must be between 1 and {MAX_ATTEMPTS}, not "
+                f"{self.max_attempts} (each attempt is kept in the run's history)"
+            )
 
     def spec(self) -> RetrySpec:
         """The plan form of this policy."""
@@ -343,4 +359,7 @@ class Registry:
         """The plan of ``name`` and its validated args: what a run fixes at its start."""
         action = self.get(name)
         args, masked = action.validate_args(raw_args)
-        return ResolvedRun(plan=action.plan, args=args, masked_args=masked)
+        # The masked copy is recorded only when it differs: args are stored once in history.
+        return ResolvedRun(
+            plan=action.plan, args=args, masked_args=masked if masked != args else None
+        )

@@ -54,6 +54,8 @@ from workflows.models import (
     HTTP_METHODS,
     JOB_KINDS,
     KIND_PARAMS,
+    MAX_ATTEMPTS,
+    MAX_GROUP_ATTEMPTS,
     ON_TIMEOUT,
     CallSpec,
     EachSpec,
@@ -324,7 +326,8 @@ class CallFormat(_Format):
 class RetryFormat(_Format):
     """``retry`` of a job that runs something (and ``rollback_retry``)."""
 
-    max_attempts: int = Field(default=1, ge=1)
+    # Attempts are driven by the workflow, and each stays in its history (docs/semantics.md).
+    max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
     initial_interval: DurationField = 1.0
     backoff: float = Field(default=2.0, ge=1.0, le=100.0)
     max_interval: DurationField | None = None
@@ -334,7 +337,7 @@ class RetryFormat(_Format):
 class GroupRetryFormat(_Format):
     """``retry`` of a group: run the whole group again."""
 
-    attempts: int = Field(default=1, ge=1)
+    attempts: int = Field(default=1, ge=1, le=MAX_GROUP_ATTEMPTS)
     wait: DurationField = 0.0
 
 

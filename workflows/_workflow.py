@@ -44,6 +44,12 @@ with workflow.unsafe.imports_passed_through():
         ACTIVITY_RESOLVE,
         ACTIVITY_ROLLBACK,
         CHUNK_WORKFLOW,
+        HISTORY_HALT_BYTES,
+        HISTORY_HALT_EVENTS,
+        MAX_ARGS_BYTES,
+        MAX_COMMENT_CHARS,
+        MAX_JOB_INPUT_BYTES,
+        MAX_TASK_INPUT_BYTES,
         SEARCH_ATTRIBUTE_REQUESTOR,
         SEARCH_ATTRIBUTE_STATE,
         TERMINAL_RUN_STATES,
@@ -75,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
+        bounded_status,
         holds_secret,
         masked_status,
         parse_duration,
@@ -100,6 +107,62 @@ _TEMPORAL_CANCEL = "cancel requested through Temporal"
 # An each over more than each.chunk_size items runs in child workflows of that many items, this
 # many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
 _FANOUT_PARALLEL = 4
+
+
+class _JobFailure(Exception):
+    """Raised by the interpreter where a job cannot go on (its input is too large or cannot be
+    serialised): the job fails with ``info``, and its scope halts as for any failure."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+def _error_of(err: Exception) -> ErrorInfo:
+    """The error a job (or the run) fails with when the interpreter meets ``err``.
+
+    The last line of defence: whatever is raised while a job is interpreted (rendering,
+    serialising its input, bookkeeping) fails that job, never the workflow task, which would
+    fail again at every retry and leave the run wedged with nothing rolled back.
+    """
+    if isinstance(err, _JobFailure):
+        return err.info
+    if isinstance(err, ExpressionError):
+        return ErrorInfo(type="ExpressionError", message=str(err))
+    return ErrorInfo(type="InternalError", message=f"{type(err).__name__}: {err}"[:2000])
+
+
+def _too_large(what: str, size: int, budget: int) -> _JobFailure:
+    return _JobFailure(
+        ErrorInfo(
+            type="TooLarge",
+            message=f"{what} is {size} bytes, more than the budget of {budget} bytes "
+            "(docs/semantics.md, Size budget): keep large data outside the run",
+        )
+    )
+
+
+def _encoded_size(value: Any, what: str, budget: int) -> int:
+    """The size of ``value`` as the payload Temporal would get; :class:`_JobFailure` when it
+    cannot be serialised or is over ``budget``. Checked here, before a command carries it, as
+    an oversized or unserialisable payload fails the workflow task instead."""
+    try:
+        payload = workflow.payload_converter().to_payload(value)
+    except Exception as err:
+        raise _JobFailure(
+            ErrorInfo(type="NotSerializable", message=f"{what} cannot be serialised: {err}"[:2000])
+        ) from None
+    size = len(payload.data)
+    if size > budget:
+        raise _too_large(what, size, budget)
+    return size
+
+
+def _text_refusal(what: str, text: str) -> str | None:
+    """Why a comment or reason is refused: it is over its budget."""
+    if len(text) > MAX_COMMENT_CHARS:
+        return f"the {what} is {len(text)} characters, more than the limit of {MAX_COMMENT_CHARS}"
+    return None
 
 
 class _Failure:
@@ -228,6 +291,12 @@ class ActionWorkflow:
         self._chunk_done: dict[str, ChunkSummary] = {}
         self._chunk_results: dict[str, ChunkResult] = {}
         self._signals: set[asyncio.Task[None]] = set()
+        # The run's top scope, which a halt for the history limit fails whatever the job's scope.
+        self._root: _Scope | None = None
+        # Bytes of job input scheduled in the current workflow task (keyed by history length),
+        # so one task's commands stay within a gRPC message.
+        self._task_key = -1
+        self._task_bytes = 0
 
     # ----------------------------------------------------------------------------------- run
 
@@ -246,6 +315,11 @@ class ActionWorkflow:
             )
         except Exception as err:
             return await self._reject("InvalidInput", f"the run input is not valid: {err}")
+        try:
+            # Checked before the plan (which holds the args) is recorded.
+            _encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
+        except _JobFailure as err:
+            return await self._reject(err.info.type, err.info.message)
         self._requestor = self._status.requestor = inp.requestor
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
             workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
@@ -267,9 +341,14 @@ class ActionWorkflow:
         except asyncio.CancelledError:
             self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
             return await self._finish()
-        root = self._start(resolved, inp)
-        await self._run_scope(root)
-        await self._wait_for_chunks()
+        try:
+            root = self._root = self._start(resolved, inp)
+            await self._run_scope(root)
+            await self._wait_for_chunks()
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            await self._halt_internal(err)
         halted_with_rollback = self._failure is not None or (
             self._stop is not None and self._stop.rollback
         )
@@ -288,10 +367,15 @@ class ActionWorkflow:
         self._args, self._status.args, self._requestor = inp.args, inp.masked_args, inp.requestor
         # Computed as the parent does: the chunk's status and job inputs mask the same secrets.
         self._secrets = secret_values(inp.args, inp.masked_args)
-        root = _Scope(inp.prefix, [inp.job], inp.variables, None)
-        self._add_entries(root)
-        self._set_state(RunState.RUNNING)
-        await self._run_scope(root)
+        root = self._root = _Scope(inp.prefix, [inp.job], inp.variables, None)
+        try:
+            self._add_entries(root)
+            self._set_state(RunState.RUNNING)
+            await self._run_scope(root)
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            await self._halt_internal(err)
         instances = [f"{inp.prefix}{inp.job.name}[{key}]" for key in inp.keys]
         summary = ChunkSummary(
             chunk=workflow.info().workflow_id,
@@ -313,8 +397,9 @@ class ActionWorkflow:
         plan = resolved.plan
         self._plan = plan
         self._args = resolved.args
-        self._secrets = secret_values(resolved.args, resolved.masked_args)
-        self._status.args = resolved.masked_args
+        shown = resolved.shown_args()
+        self._secrets = secret_values(resolved.args, shown)
+        self._status.args = shown
         root = _Scope("", plan.jobs, {}, None)
         self._add_entries(root)
         for name, output in inp.options.reuse_outputs.items():
@@ -322,7 +407,7 @@ class ActionWorkflow:
                 self._jobs[name].state = JobState.COMPLETED
                 self._jobs[name].output = output
         if "args" not in workflow.memo():
-            workflow.upsert_memo({"args": resolved.masked_args, "requestor": inp.requestor})
+            workflow.upsert_memo({"args": shown, "requestor": inp.requestor})
         self._status.started_at = workflow.now()
         self._set_state(RunState.SUSPENDED if self._suspended else RunState.RUNNING)
         timeout = inp.options.timeout if inp.options.timeout is not None else plan.timeout
@@ -345,6 +430,51 @@ class ActionWorkflow:
 
     def _halting(self) -> bool:
         return self._failure is not None or self._stop is not None
+
+    async def _halt_internal(self, err: Exception) -> None:
+        """The run met an error outside any job: it fails with it, and what runs is awaited so
+        that the rollback that follows undoes finished work only."""
+        error = _error_of(err)
+        workflow.logger.error("run %s halts: %s", self._status.run_id, error.message)
+        if self._root is not None:
+            self._fail(self._root, error)
+        self._failure = self._failure or error
+        self._cancel_running()
+        await self._wait(lambda: not self._handles)
+
+    def _history_error(self) -> ErrorInfo | None:
+        """The error a run halts with when its history nears Temporal's limits, or None.
+
+        Temporal terminates a run whose history exceeds 51,200 events or 50 MB, with no
+        rollback. A run halts at 80% of either, which leaves room for its rollbacks.
+        (``is_continue_as_new_suggested`` comes far earlier, at a few thousand events, and
+        is not a reason to halt.)
+        """
+        info = workflow.info()
+        events, size = info.get_current_history_length(), info.get_current_history_size()
+        if events < HISTORY_HALT_EVENTS and size < HISTORY_HALT_BYTES:
+            return None
+        return ErrorInfo(
+            type="HistoryLimit",
+            message=f"the run's history reached {events} events and {size} bytes, near "
+            "Temporal's limits of 51,200 events and 50 MB: the run halts and rolls back",
+        )
+
+    def _history_halt(self) -> bool:
+        """Whether the run must halt for its history now (it is not halting already)."""
+        return not self._halting() and self._history_error() is not None
+
+    async def _task_room(self, size: int) -> None:
+        """Wait, if need be, for a workflow task whose commands have room for ``size`` more
+        bytes of input: several large inputs scheduled at once would exceed a gRPC message."""
+        while True:
+            task = workflow.info().get_current_history_length()
+            if task != self._task_key:
+                self._task_key, self._task_bytes = task, 0
+            if not self._task_bytes or self._task_bytes + size <= MAX_TASK_INPUT_BYTES:
+                self._task_bytes += size
+                return
+            await workflow.sleep(timedelta(milliseconds=1))
 
     def _scope_halting(self, scope: _Scope) -> bool:
         return self._stop is not None or scope.failed()
@@ -420,6 +550,8 @@ class ActionWorkflow:
         specs = {spec.name: spec for spec in scope.specs}
         tasks: dict[str, asyncio.Task[None]] = {}
         while True:
+            if self._history_halt() and self._root is not None:
+                self._fail(self._root, self._history_error() or ErrorInfo())
             if not self._scope_halting(scope) and not self._suspended:
                 for spec in scope.specs:
                     name = scope.prefix + spec.name
@@ -448,6 +580,7 @@ class ActionWorkflow:
                 lambda seen=seen: (
                     self._tick != seen  # type: ignore[misc]
                     or any(task.done() for task in tasks.values())
+                    or self._history_halt()
                 )
             )
 
@@ -483,13 +616,22 @@ class ActionWorkflow:
     async def _guard(
         self, scope: _Scope, spec: JobSpec, name: str, work: Coroutine[Any, Any, None]
     ) -> None:
-        """Run a job's ``work``; an expression that cannot be evaluated fails the job."""
+        """Run a job's ``work``; whatever it raises fails the job (never the workflow task)."""
         try:
             await work
-        except ExpressionError as err:
-            error = ErrorInfo(type="ExpressionError", message=str(err), job=name)
+        except workflow.NondeterminismError:
+            raise  # a changed workflow, not an input: Temporal retries the task, as it should
+        except Exception as err:
+            error = _error_of(err).model_copy(update={"job": name})
             self._end_job(self._entry(name), JobState.FAILED, error)
-            if not spec.continue_on_error:
+            if error.type == "HistoryLimit" and self._root is not None:
+                if self._failure is not None and self._failure.type == error.type:
+                    # The run halted for its history as this job met it: the job names the cause.
+                    self._failure = self._root.failure = self._failure.model_copy(
+                        update={"job": self._failure.job or name}
+                    )
+                self._fail(self._root, error)  # no group retry, no continue_on_error: halt
+            elif not spec.continue_on_error:
                 self._fail(scope, error)
         finally:
             self._changed()
@@ -599,21 +741,25 @@ class ActionWorkflow:
                 }
             )
             chunk_id = f"{self._status.run_id}/{name}/{index}"
+            chunk_input = ChunkInput(
+                parent_run_id=self._status.run_id,
+                action=self._status.action,
+                prefix=scope.prefix,
+                job=chunk_spec,
+                keys=keys[part],
+                args=self._args,
+                masked_args=self._status.args,
+                requestor=self._requestor,
+                variables=scope.variables,
+                jobs=jobs,
+            )
+            await self._task_room(
+                _encoded_size(chunk_input, f"the input of {name}'s chunk", MAX_JOB_INPUT_BYTES)
+            )
             self._chunk_owner[chunk_id] = (scope, spec)
             handle = await workflow.start_child_workflow(
                 CHUNK_WORKFLOW,
-                ChunkInput(
-                    parent_run_id=self._status.run_id,
-                    action=self._status.action,
-                    prefix=scope.prefix,
-                    job=chunk_spec,
-                    keys=keys[part],
-                    args=self._args,
-                    masked_args=self._status.args,
-                    requestor=self._requestor,
-                    variables=scope.variables,
-                    jobs=jobs,
-                ),
+                chunk_input,
                 id=chunk_id,
                 result_type=ChunkResult,
                 static_summary=f"**{self._status.action}** › {name} items {first + 1}-"
@@ -782,6 +928,11 @@ class ActionWorkflow:
                 await workflow.wait_condition(
                     lambda: not self._suspended or self._scope_halting(scope)
                 )
+            full = self._history_error()
+            if full is not None and (self._failure is None or self._failure.type == full.type):
+                # Another attempt could take the run past Temporal's limit, where the server
+                # would end it with nothing undone: the job fails, and the run rolls back.
+                raise _JobFailure(full)
             if self._scope_halting(scope):
                 if job.attempts:
                     self._end_job(job, JobState.CANCELLED, job.error)
@@ -828,25 +979,31 @@ class ActionWorkflow:
         """One attempt (or a delivery again of it) of a job; None when it completed, else how it
         failed."""
         action = self._status.action
+        data, has_data = self._rollback_data.get(name, (None, False))
+        inp = JobInput(
+            run_id=self._status.run_id,
+            action=action,
+            job=name,
+            attempt=job.attempts if redelivery else job.attempts + 1,
+            call=call,
+            pre=spec.pre,
+            post=spec.post,
+            args=self._job_args(call),
+            deps={dep: self._output(scope, dep) for dep in spec.after},
+            rollback_data=data,
+            has_rollback_data=has_data,
+            secrets=self._secrets,
+        )
+        # Before the attempt starts: a job whose input cannot be sent has not started.
+        await self._task_room(_encoded_size(inp, f"the input of job {name!r}", MAX_JOB_INPUT_BYTES))
+        if self._scope_halting(scope):
+            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            return _Failure(error, AttemptReport(reason=Reason.CANCELLED), False)
         entry = self._begin(name, job, redelivery)
         delivery = sum(1 for e in job.log if e.attempt == job.attempts)
-        data, has_data = self._rollback_data.get(name, (None, False))
         handle = workflow.start_activity(
             ACTIVITY_EXECUTE,
-            JobInput(
-                run_id=self._status.run_id,
-                action=action,
-                job=name,
-                attempt=job.attempts,
-                call=call,
-                pre=spec.pre,
-                post=spec.post,
-                args=self._job_args(call),
-                deps={dep: self._output(scope, dep) for dep in spec.after},
-                rollback_data=data,
-                has_rollback_data=has_data,
-                secrets=self._secrets,
-            ),
+            inp,
             result_type=JobResult,
             task_queue=spec.task_queue,
             start_to_close_timeout=timedelta(seconds=spec.timeout),
@@ -1058,22 +1215,24 @@ class ActionWorkflow:
             delivery = sum(1 for e in rollback.log if e.attempt == rollback.attempts)
             try:
                 params = render(call.with_, self._context(instance.scope, instance.variables))
+                inp = RollbackInput(
+                    run_id=self._status.run_id,
+                    action=self._status.action,
+                    job=name,
+                    attempt=rollback.attempts,
+                    call=call.model_copy(update={"with_": params}),
+                    args=self._job_args(call),
+                    output=job.output,
+                    completed=job.output is not None,
+                    error=job.error,
+                    rollback_data=data,
+                    has_rollback_data=has_data,
+                    secrets=self._secrets,
+                )
+                _encoded_size(inp, f"the rollback input of job {name!r}", MAX_JOB_INPUT_BYTES)
                 report = await workflow.execute_activity(
                     ACTIVITY_ROLLBACK,
-                    RollbackInput(
-                        run_id=self._status.run_id,
-                        action=self._status.action,
-                        job=name,
-                        attempt=rollback.attempts,
-                        call=call.model_copy(update={"with_": params}),
-                        args=self._job_args(call),
-                        output=job.output,
-                        completed=job.output is not None,
-                        error=job.error,
-                        rollback_data=data,
-                        has_rollback_data=has_data,
-                        secrets=self._secrets,
-                    ),
+                    inp,
                     task_queue=spec.task_queue,
                     start_to_close_timeout=timedelta(seconds=spec.timeout),
                     heartbeat_timeout=timedelta(seconds=spec.heartbeat_timeout),
@@ -1083,10 +1242,6 @@ class ActionWorkflow:
                     summary=f"{self._status.action} › rollback {name}"
                     + _note(rollback.attempts, delivery),
                 )
-            except ExpressionError as err:
-                error = ErrorInfo(type="ExpressionError", message=str(err))
-                self._log_attempt(entry, AttemptReport(), JobState.FAILED, error)
-                rollback.error = error
             except ActivityError as err:
                 failure = _classify(err)
                 self._log_attempt(entry, failure.report, JobState.FAILED, failure.error)
@@ -1100,6 +1255,13 @@ class ActionWorkflow:
                 if self._may_retry(spec.rollback_retry, failure.error, failure.retryable, failures):
                     await workflow.sleep(spec.rollback_retry.delay_before(failures))
                     continue
+            except workflow.NondeterminismError:
+                raise
+            except Exception as err:
+                # Its input cannot be rendered, serialised or sent: no retry will change that.
+                error = _error_of(err)
+                self._log_attempt(entry, AttemptReport(), JobState.FAILED, error)
+                rollback.error = error
             else:
                 self._log_attempt(entry, report, JobState.COMPLETED, None)
                 rollback.state = job.state = JobState.ROLLED_BACK
@@ -1203,7 +1365,9 @@ class ActionWorkflow:
             message="stopping" + (" with rollback" if cmd.rollback else " without rollback"),
         )
 
-    def _refuse_stop(self) -> str | None:
+    def _refuse_stop(self, cmd: StopCommand | None = None) -> str | None:
+        if cmd is not None and _text_refusal("stop reason", cmd.reason):
+            return _text_refusal("stop reason", cmd.reason)
         # A stop of a STOPPED run answers ok, as a repeated stop does (DESIGN.md, Idempotent stop).
         if self._status.state in TERMINAL_RUN_STATES and self._status.state != RunState.STOPPED:
             return f"the run is {self._status.state.value}: there is nothing to stop"
@@ -1223,6 +1387,9 @@ class ActionWorkflow:
         return None
 
     def _refuse_decision(self, cmd: ApprovalCommand) -> str | None:
+        refusal = _text_refusal("comment", cmd.comment)
+        if refusal:
+            return refusal
         approval = self._approvals.get(cmd.job)
         if approval is None:
             waiting = ", ".join(sorted(self._approvals)) or "none"
@@ -1289,8 +1456,7 @@ class ActionWorkflow:
 
     @stop.validator
     def _validate_stop(self, *args: Any) -> None:
-        _update_input("stop", StopCommand, args, StopCommand())
-        _refuse(self._refuse_stop())
+        _refuse(self._refuse_stop(_update_input("stop", StopCommand, args, StopCommand())))
 
     @workflow.update(name="suspend")
     def suspend(self, *args: Any) -> CommandResult:
@@ -1336,7 +1502,7 @@ class ActionWorkflow:
     def stop_signal(self, *args: Any) -> None:
         """``stop`` as a signal, for the Web UI and ``temporal workflow signal``."""
         cmd = _signal_input("stop", StopCommand, args, StopCommand())
-        if cmd is not None and not _ignored("stop", self._refuse_stop()):
+        if cmd is not None and not _ignored("stop", self._refuse_stop(cmd)):
             self._request_stop(cmd, False)
 
     @workflow.signal(name="suspend")
@@ -1396,7 +1562,8 @@ class ActionWorkflow:
         """
         view = undone_view(self._status)
         view.progress = self._status.progress = self._progress(view.jobs)
-        return masked_status(view, self._secrets)
+        # Within the status budget, so the answer (and the run's result) always fits a payload.
+        return bounded_status(masked_status(view, self._secrets))
 
 
 class _Nothing(BaseModel):

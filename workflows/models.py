@@ -36,16 +36,27 @@ __all__ = [
     "ACTIVITY_ROLLBACK",
     "CHUNK_WORKFLOW",
     "DEFAULT_TASK_QUEUE",
+    "HISTORY_HALT_BYTES",
+    "HISTORY_HALT_EVENTS",
     "HTTP_METHODS",
     "JOB_KINDS",
     "KIND_PARAMS",
     "MASK",
+    "MAX_ARGS_BYTES",
+    "MAX_ATTEMPTS",
+    "MAX_COMMENT_CHARS",
+    "MAX_GROUP_ATTEMPTS",
+    "MAX_JOB_INPUT_BYTES",
     "MAX_OUTPUT_BYTES",
+    "MAX_STATUS_BYTES",
+    "MAX_STATUS_FIELD_CHARS",
+    "MAX_TASK_INPUT_BYTES",
     "ON_TIMEOUT",
     "SANDBOX_MODES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
     "TERMINAL_RUN_STATES",
+    "TRUNCATED",
     "WORKFLOW_KINDS",
     "ApprovalCommand",
     "AttemptLog",
@@ -79,6 +90,8 @@ __all__ = [
     "RunStatus",
     "StopCommand",
     "SuspendCommand",
+    "args_refusal",
+    "bounded_status",
     "clip_masked",
     "holds_secret",
     "mask_fragments",
@@ -86,6 +99,7 @@ __all__ = [
     "masked_status",
     "parse_duration",
     "secret_values",
+    "truncated",
 ]
 
 DEFAULT_TASK_QUEUE = "sternway"
@@ -101,6 +115,34 @@ CHUNK_WORKFLOW = "sternway.each"
 # A job output is kept in history and in every status answer; 256 KiB keeps a run far below
 # Temporal's 2 MiB payload limit even with several large outputs.
 MAX_OUTPUT_BYTES = 256 * 1024
+
+# The size budget (docs/semantics.md, "Size budget"), derived from Temporal's limits: 2 MiB per
+# payload, 4 MiB per gRPC message (one workflow task's commands together), 51,200 events and
+# 50 MB per history. Each budget keeps what it bounds well below the limit it meets.
+MAX_ARGS_BYTES = 256 * 1024
+"""A run's args as JSON: in the start event, the recorded plan, the memo and status."""
+MAX_JOB_INPUT_BYTES = 1024 * 1024
+"""One attempt's input (args, rendered ``with``, dependency outputs, rollback data)."""
+MAX_TASK_INPUT_BYTES = 2 * 1024 * 1024
+"""All the job inputs one workflow task schedules together (one gRPC message of 4 MiB)."""
+MAX_COMMENT_CHARS = 16 * 1024
+"""An approval comment or a stop reason."""
+MAX_STATUS_FIELD_CHARS = 16 * 1024
+"""A text field of the status (detail, log tails, error messages), longer ones are truncated."""
+MAX_STATUS_BYTES = 1024 * 1024
+"""The whole status answer (and so the run's result): logs, then outputs, are truncated."""
+MAX_ATTEMPTS = 100
+"""Attempts of one job (and of one rollback): at ~11 history events an attempt, a job's worst
+case stays far below the history limit."""
+MAX_GROUP_ATTEMPTS = 10
+"""Attempts of one group."""
+HISTORY_HALT_EVENTS = 51_200 * 8 // 10
+"""A run halts (and rolls back) when its history reaches this many events: 80% of Temporal's
+limit, so the rollback has room."""
+HISTORY_HALT_BYTES = 50 * 1000 * 1000 * 8 // 10
+"""... or this many bytes of history (80% of Temporal's 50 MB)."""
+TRUNCATED = "… [truncated {} bytes]"
+"""The marker that ends a value the status shows truncated."""
 
 MASK = "**********"
 """What a secret looks like wherever Sternway shows it (pydantic's mask for ``SecretStr``)."""
@@ -458,7 +500,12 @@ class ResolvedRun(_Compact):
 
     plan: Plan
     args: dict[str, Any]
-    masked_args: dict[str, Any]
+    # Only when it differs from ``args`` (the run has secrets): args are recorded once otherwise.
+    masked_args: dict[str, Any] | None = None
+
+    def shown_args(self) -> dict[str, Any]:
+        """The args as status and memo show them (secrets masked)."""
+        return self.args if self.masked_args is None else self.masked_args
 
 
 class ErrorInfo(_Model):
@@ -813,4 +860,138 @@ def masked_status(status: RunStatus, secrets: Sequence[str]) -> RunStatus:
         if job.rollback is not None:
             error(job.rollback.error)
             log(job.rollback.log)
+    return view
+
+
+# --------------------------------------------------------------------------------- budget
+
+
+def truncated(text: str, limit: int = MAX_STATUS_FIELD_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATED.format(len(text[limit:].encode("utf-8", "replace")))
+
+
+def _json_size(value: Any) -> int:
+    return len(
+        json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "replace"
+        )
+    )
+
+
+def args_refusal(args: Any) -> str | None:
+    """Why ``args`` cannot be submitted for their size (over :data:`MAX_ARGS_BYTES`), or None."""
+    size = _json_size(args)
+    if size <= MAX_ARGS_BYTES:
+        return None
+    return (
+        f"the args are {size} bytes of JSON, more than the limit of {MAX_ARGS_BYTES} bytes: "
+        "pass large data by reference (a path or a URL)"
+    )
+
+
+# How many attempts of one job's log a status over budget still shows: the newest.
+_KEPT_ATTEMPTS = 10
+
+
+def _fold_log(entries: list[AttemptLog]) -> list[AttemptLog]:
+    """The newest entries of a log; the older ones folded into one entry saying so."""
+    if len(entries) <= _KEPT_ATTEMPTS + 1:
+        return entries
+    old, kept = entries[:-_KEPT_ATTEMPTS], entries[-_KEPT_ATTEMPTS:]
+    note = ErrorInfo(
+        type="Truncated",
+        message=f"attempts {old[0].attempt}-{old[-1].attempt}: "
+        + TRUNCATED.format(sum(len(e.model_dump_json()) for e in old)),
+    )
+    folded = AttemptLog(
+        attempt=old[0].attempt,
+        started_at=old[0].started_at,
+        finished_at=old[-1].finished_at,
+        state=old[-1].state,
+        error=note,
+    )
+    return [folded, *kept]
+
+
+def _long_texts(status: RunStatus) -> bool:
+    """Whether a text field of ``status`` is over its budget."""
+
+    def long(text: str | None) -> bool:
+        return text is not None and len(text) > MAX_STATUS_FIELD_CHARS
+
+    def error(info: ErrorInfo | None) -> bool:
+        return info is not None and long(info.message)
+
+    def log(entries: list[AttemptLog]) -> bool:
+        return any(long(e.stdout_tail) or long(e.stderr_tail) or error(e.error) for e in entries)
+
+    return error(status.error) or any(
+        long(job.detail)
+        or error(job.error)
+        or log(job.log)
+        or (job.rollback is not None and (error(job.rollback.error) or log(job.rollback.log)))
+        for job in status.jobs
+    )
+
+
+def _cut_texts(status: RunStatus) -> None:
+    def error(info: ErrorInfo | None) -> None:
+        if info is not None:
+            info.message = truncated(info.message)
+
+    def log(entries: list[AttemptLog]) -> None:
+        for entry in entries:
+            if entry.stdout_tail is not None:
+                entry.stdout_tail = truncated(entry.stdout_tail)
+            if entry.stderr_tail is not None:
+                entry.stderr_tail = truncated(entry.stderr_tail)
+            error(entry.error)
+
+    error(status.error)
+    for job in status.jobs:
+        if job.detail is not None:
+            job.detail = truncated(job.detail)
+        error(job.error)
+        log(job.log)
+        if job.rollback is not None:
+            error(job.rollback.error)
+            log(job.rollback.log)
+
+
+def bounded_status(status: RunStatus, budget: int = MAX_STATUS_BYTES) -> RunStatus:
+    """``status`` within the status budget: text fields over theirs truncated, and when the
+    whole is over ``budget``, old attempts folded, then the largest outputs replaced by a marker.
+    ``status`` itself is left unchanged (a copy is cut when anything must be)."""
+    long = _long_texts(status)
+    size = len(status.model_dump_json())
+    if not long and size <= budget:
+        return status
+    view = status.model_copy(deep=True)
+    if long:
+        _cut_texts(view)
+        size = len(view.model_dump_json())
+    if size > budget:
+        for job in view.jobs:
+            job.log = _fold_log(job.log)
+            if job.rollback is not None:
+                job.rollback.log = _fold_log(job.rollback.log)
+        size = len(view.model_dump_json())
+    if size > budget:
+        outputs = sorted(
+            ((_json_size(job.output), job) for job in view.jobs if job.output is not None),
+            key=lambda pair: -pair[0],
+        )
+        for cut, job in outputs:
+            if size <= budget:
+                break
+            job.output = TRUNCATED.format(cut)
+            size -= cut
+    if size > budget:
+        for job in view.jobs:
+            job.log = job.log[-1:]
+            if job.rollback is not None:
+                job.rollback.log = job.rollback.log[-1:]
     return view

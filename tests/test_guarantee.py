@@ -1,0 +1,279 @@
+"""The guarantee (docs/semantics.md): whatever its input, an accepted run ends through Sternway's
+own path, with its started jobs rolled back, and ``status`` answers all along; input that could
+break this is refused before anything starts. Each case below wedged a run before (issue 11).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from sternway import ArgsError, CommandRefused, RunHandle, submit
+from tests.cli import cli_env, sternway
+from tests.conftest import WorkerFactory
+from tests.helpers import wait_for
+from worker import create_worker
+from workflows._actions import Registry
+from workflows._runbook import load_runbook_text
+from workflows.errors import SpecError
+from workflows.models import (
+    HISTORY_HALT_EVENTS,
+    MAX_ARGS_BYTES,
+    MAX_ATTEMPTS,
+    MAX_COMMENT_CHARS,
+    MAX_STATUS_BYTES,
+    RunInput,
+    RunStatus,
+    bounded_status,
+)
+
+# A typo: `items` of a dict is its bound method, which no payload can carry.
+BOUND_METHOD = """
+name: bound-method
+jobs:
+  - name: fetch
+    run: noop
+    with: {found: {a: 1, b: 2}}
+    rollback: {run: noop}
+  - name: use
+    after: [fetch]
+    run: noop
+    with: {codes: "${{ jobs.fetch.output.items }}"}
+"""
+
+# Ten items whose outputs are each under the output cap, and together over a job's input budget.
+FAN_IN = """
+name: fan-in
+args:
+  required:
+    - {name: blob, type: str}
+jobs:
+  - name: prep
+    run: noop
+    rollback: {run: noop}
+  - name: make
+    after: [prep]
+    each: {items: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], concurrency: 10}
+    run: noop
+    with: {blob: "${{ args.blob }}"}
+    rollback: {run: noop}
+  - name: use
+    after: [make]
+    run: noop
+    rollback: {run: noop}
+"""
+
+APPROVAL = """
+name: gated
+jobs:
+  - name: prep
+    run: noop
+    rollback: {run: noop}
+  - name: gate
+    after: [prep]
+    run: approval
+"""
+
+# Every attempt fails, and no failure halts the run before the history is full: each item's group
+# runs its job 100 times, undoes it, and runs again, 10 times, and the next item follows
+# (continue_on_error): 5 x 10 x 100 = 5,000 attempts of about 11 events, one at a time.
+RETRY_STORM = """
+name: retry-storm
+args:
+  required:
+    - {name: hosts, type: "list[str]"}
+jobs:
+  - name: prep
+    run: noop
+    rollback: {run: noop}
+  - name: storm
+    after: [prep]
+    each: {items: "${{ args.hosts }}", concurrency: 1}
+    retry: {attempts: 10, wait: 10ms}
+    continue_on_error: true
+    jobs:
+      - name: flaky
+        run: fail
+        with: {message: always}
+        retry: {max_attempts: 100, initial_interval: 10ms, backoff: 1}
+        rollback: {run: noop}
+"""
+
+
+def registry(*texts: str) -> Registry:
+    return Registry([load_runbook_text(text) for text in texts])
+
+
+async def workflow_task_failures(client: Client, run_id: str) -> list[str]:
+    """The failure messages of the run's WorkflowTaskFailed events (there must be none)."""
+    events = client.get_workflow_handle(run_id).fetch_history_events()
+    return [
+        e.workflow_task_failed_event_attributes.failure.message
+        async for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+
+
+async def ended(client: Client, handle: RunHandle, timeout: float = 600.0) -> RunStatus:
+    """The run's final status, after checking that no workflow task of it failed.
+
+    Polled (the time-skipping server's long poll of a long run's result gives up after 20 s)."""
+    raw = client.get_workflow_handle(handle.run_id)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (await raw.describe()).status == WorkflowExecutionStatus.RUNNING:
+        assert asyncio.get_running_loop().time() < deadline, "the run did not end"
+        await asyncio.sleep(0.5)
+    status = await handle.status()
+    assert await workflow_task_failures(client, handle.run_id) == []
+    return status
+
+
+async def test_unserialisable_expression_result_fails_the_job_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = ts_env.client
+    async with create_worker(client, registry(BOUND_METHOD), task_queue=task_queue):
+        handle = await submit(client, "bound-method", {}, task_queue=task_queue)
+        status = await ended(client, handle)
+    assert status.state == "FAILED", status.model_dump_json(indent=1)
+    use = status.job("use")
+    assert use.state == "FAILED" and use.error is not None
+    assert use.error.reason == "error"
+    # Refused by render (ExpressionError) or, whatever render returns, by the interpreter.
+    assert use.error.type in ("ExpressionError", "NotSerializable"), use.error
+    assert use.attempts == 0  # its input could not be sent: it never started
+    assert status.job("fetch").state == "ROLLED_BACK"
+
+
+async def test_args_over_budget_are_refused_at_submit(
+    ts_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+) -> None:
+    big = {"sleep": {f"k{i}": 0 for i in range(150_000)}}  # about 1.5 MB of JSON
+    assert len(json.dumps(big)) > MAX_ARGS_BYTES
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(big))
+    address = ts_env.client.service_client.config.target_host
+    env = cli_env(address, task_queue)
+    result = await sternway(env, "submit", "test-chain3", "--args-file", str(path), "--id", "big")
+    assert result.code == 2, result
+    assert f"more than the limit of {MAX_ARGS_BYTES} bytes" in result.err
+    assert "Traceback" not in result.err
+    with pytest.raises(ArgsError, match="more than the limit"):
+        await submit(ts_env.client, "test-chain3", big, task_queue=task_queue)
+    listed = await sternway(env, "status", "big")
+    assert listed.code == 3, listed  # nothing started
+
+
+async def test_args_over_budget_sent_past_the_cli_reject_the_run_before_its_plan(
+    ts_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
+) -> None:
+    client = ts_env.client
+    big = {"sleep": {f"k{i}": 0 for i in range(40_000)}}  # over the budget, under 2 MiB
+    async with worker_for(client):
+        raw = await client.start_workflow(
+            "test-chain3", RunInput(args=big), id="big-args", task_queue=task_queue
+        )
+        handle = RunHandle(client, raw.id)
+        status = await ended(client, handle)
+    assert status.state == "FAILED"
+    assert status.error is not None and status.error.type == "TooLarge"
+    assert status.error.reason == "rejected"
+    assert all(job.attempts == 0 for job in status.jobs)
+
+
+async def test_fan_in_over_the_input_budget_fails_the_job_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = ts_env.client
+    async with create_worker(client, registry(FAN_IN), task_queue=task_queue):
+        handle = await submit(client, "fan-in", {"blob": "x" * 250_000}, task_queue=task_queue)
+        status = await ended(client, handle)
+        answer = await handle.status()  # the status answers after the end, within budget
+    assert status.state == "FAILED", status.error
+    use = status.job("use")
+    assert use.error is not None and use.error.type == "TooLarge" and use.error.reason == "error"
+    assert use.attempts == 0
+    items = [status.job(f"make[{i}]") for i in range(10)]
+    assert [item.state for item in items] == ["ROLLED_BACK"] * 10
+    assert status.job("prep").state == "ROLLED_BACK"
+    assert len(answer.model_dump_json()) <= MAX_STATUS_BYTES
+
+
+async def test_oversized_approval_comment_is_refused_and_the_run_still_ends(
+    ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = ts_env.client
+    comment = "c" * 1_200_000
+    async with create_worker(client, registry(APPROVAL), task_queue=task_queue):
+        handle = await submit(client, "gated", {}, task_queue=task_queue)
+        await wait_for(handle, lambda s: s.job("gate").state == "WAITING")
+        with pytest.raises(CommandRefused, match=f"more than the limit of {MAX_COMMENT_CHARS}"):
+            await handle.approve("gate", comment=comment)
+        with pytest.raises(CommandRefused, match="limit"):
+            await handle.stop(reason=comment)
+        # Signals cannot be refused: an oversized one is ignored.
+        await client.get_workflow_handle(handle.run_id).signal(
+            "approve", {"job": "gate", "comment": comment}
+        )
+        status = await handle.status()
+        assert status.job("gate").state == "WAITING"
+        await handle.reject("gate", reason="no")
+        status = await ended(client, handle)
+    assert status.state == "FAILED"
+    assert status.job("prep").state == "ROLLED_BACK"
+    assert status.job("gate").error is not None and status.job("gate").error.message == "no"
+
+
+def test_retry_policies_whose_worst_case_cannot_fit_the_history_are_refused() -> None:
+    text = RETRY_STORM.replace("max_attempts: 100", f"max_attempts: {MAX_ATTEMPTS + 1}")
+    with pytest.raises(SpecError, match="max_attempts"):
+        load_runbook_text(text)
+    from workflows._actions import Retry
+
+    with pytest.raises(SpecError, match="max_attempts"):
+        Retry(max_attempts=5000)
+
+
+def test_status_over_budget_is_truncated_with_a_marker() -> None:
+    status = RunStatus(run_id="r", action="a")
+    from workflows.models import JobStatus
+
+    status.jobs = [JobStatus(name=f"j{i}", output={"blob": "x" * 200_000}) for i in range(10)]
+    status.jobs[0].detail = "d" * 100_000
+    view = bounded_status(status)
+    assert len(view.model_dump_json()) <= MAX_STATUS_BYTES
+    assert view.jobs[0].detail is not None and view.jobs[0].detail.endswith("bytes]")
+    assert any(isinstance(j.output, str) and "truncated" in j.output for j in view.jobs)
+    assert status.jobs[0].detail == "d" * 100_000  # the run's own state is left as it was
+
+
+@pytest.mark.heavy
+@pytest.mark.timeout(900)
+async def test_a_retry_storm_halts_before_the_history_limit_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    client = ts_env.client
+    async with create_worker(client, registry(RETRY_STORM), task_queue=task_queue):
+        handle = await submit(
+            client, "retry-storm", {"hosts": [str(i) for i in range(5)]}, task_queue=task_queue
+        )
+        status = await ended(client, handle)
+        answer = await handle.status()
+    assert status.state == "FAILED", status.error
+    assert status.error is not None and status.error.type == "HistoryLimit"
+    assert status.error.job is not None and status.error.job.endswith(".flaky")
+    halted = status.job(status.error.job)
+    assert halted.error is not None and halted.error.type == "HistoryLimit"
+    assert status.job("prep").state == "ROLLED_BACK"
+    info = (await client.get_workflow_handle(handle.run_id).describe()).raw_description
+    length = info.workflow_execution_info.history_length
+    # Halted at 80% of the limit, and the rollback fitted in the room left.
+    assert HISTORY_HALT_EVENTS <= length < 51_200
+    assert len(answer.model_dump_json()) <= MAX_STATUS_BYTES
+    print(f"retry storm: {length} events, {info.workflow_execution_info.history_size_bytes} bytes")
