@@ -31,8 +31,31 @@ from worker import create_worker
 
 BATCH = 50
 
-# Runs that found bugs, kept as regression cases (always run first, in every batch set).
-REGRESSIONS: list[Case] = []
+_ARGS = """
+args:
+  required: [{name: n, type: int}]
+  optional:
+    - {name: hosts, type: "list[str]", default: [a, b]}
+    - {name: flag, type: bool, default: false}
+    - {name: blob, type: str, default: ""}
+"""
+
+# Runs that found bugs, kept as regression cases (hypothesis runs them first, every time).
+REGRESSIONS: list[Case] = [
+    # An `each` halted before its last items started looked those items up: KeyError 'j2[y]',
+    # the workflow task failed on every retry, status never answered again.
+    Case(
+        yaml="name: prop" + _ARGS + """
+jobs:
+  - {name: j1, run: fail, with: {non_retryable: true}}
+  - name: j2
+    each: {items: [x, y], as: it0, concurrency: 1}
+    jobs:
+      - {name: j3, run: sleep, with: {duration: 2s}, rollback: {run: noop}}
+""",
+        args={"n": 0},
+    ),
+]
 
 
 def _draw(count: int, *, big: bool, derandomize: bool, seed_value: int | None) -> list[Case]:
