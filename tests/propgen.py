@@ -110,7 +110,7 @@ def _leaf(draw: st.DrawFn, d: _Draw, deps: list[str], item: str | None) -> dict[
         params = {"n": "${{ args.n }}", "text": draw(st.sampled_from(["x", "${{ args.blob }}"]))}
         for dep in deps:
             if draw(st.booleans()):
-                params[f"from_{dep}"] = "${{ jobs.%s.output }}" % dep
+                params[f"from_{dep}"] = "${{ jobs." + dep + ".output }}"
     elif kind == "python":
         params = {
             "function": WORK,
@@ -132,9 +132,9 @@ def _leaf(draw: st.DrawFn, d: _Draw, deps: list[str], item: str | None) -> dict[
         params = {"argv": ["echo", "${{ args.n }}", "${{ run.id }}"]}
     if item is not None and kind in ("noop", "python", "shell"):
         if kind == "shell":
-            params["argv"].append("${{ %s }}" % item)
+            params["argv"].append("${{ " + item + " }}")
         else:
-            params["item"] = "${{ %s }}" % item
+            params["item"] = "${{ " + item + " }}"
     job["with"] = params
     if kind in ("noop", "python", "fail", "shell") and draw(st.booleans()):
         job["retry"] = {
@@ -142,7 +142,9 @@ def _leaf(draw: st.DrawFn, d: _Draw, deps: list[str], item: str | None) -> dict[
             "initial_interval": draw(_INTERVALS),
             "backoff": draw(st.sampled_from([1.0, 2.0])),
         }
-    rollback = draw(st.sampled_from([None, None, "noop", "fail", "python", "python", "python-fail"]))
+    rollback = draw(
+        st.sampled_from([None, None, "noop", "fail", "python", "python", "python-fail"])
+    )
     if rollback is not None:
         job["rollback"] = (
             {"run": "python", "with": {"function": UNDO, "fail": rollback == "python-fail"}}
@@ -151,7 +153,10 @@ def _leaf(draw: st.DrawFn, d: _Draw, deps: list[str], item: str | None) -> dict[
             if rollback == "fail"
             else {"run": "noop", "with": {"job": name, "n": "${{ args.n }}"}}
         )
-        job["rollback_retry"] = {"max_attempts": draw(st.integers(1, 2)), "initial_interval": "100ms"}
+        job["rollback_retry"] = {
+            "max_attempts": draw(st.integers(1, 2)),
+            "initial_interval": "100ms",
+        }
     return job
 
 
@@ -482,9 +487,7 @@ def check(out: Outcome) -> list[str]:
         (ta, ea), (tb, eb) = start_key(a), start_key(b)
         return ta < tb or (ta == tb and ea is not None and eb is not None and ea < eb)
 
-    started = [
-        j.name for j in final.jobs if j.started_at is not None and _undoable(j.name, specs)
-    ]
+    started = [j.name for j in final.jobs if j.started_at is not None and _undoable(j.name, specs)]
     with_rollback = final.state in (RunState.FAILED, RunState.ROLLBACK_FAILED) or (
         final.state == RunState.STOPPED and out.stop_rollback is not False
     )
@@ -512,6 +515,7 @@ def check(out: Outcome) -> list[str]:
         want = JobState.ROLLBACK_FAILED if final.state == RunState.ROLLBACK_FAILED else None
         if job.state != JobState.ROLLED_BACK and job.state != want:
             problems.append(f"{job.name} is {job.state.value} after its rollback")
+
     def undone_at(name: str) -> datetime:
         rollback = by_name[name].rollback
         assert rollback is not None and rollback.log

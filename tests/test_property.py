@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,7 +45,9 @@ REGRESSIONS: list[Case] = [
     # An `each` halted before its last items started looked those items up: KeyError 'j2[y]',
     # the workflow task failed on every retry, status never answered again.
     Case(
-        yaml="name: prop" + _ARGS + """
+        yaml="name: prop"
+        + _ARGS
+        + """
 jobs:
   - {name: j1, run: fail, with: {non_retryable: true}}
   - name: j2
@@ -84,9 +86,10 @@ def _draw(count: int, *, big: bool, derandomize: bool, seed_value: int | None) -
 
 def _report(outcome: Outcome, problems: list[str]) -> str:
     case = outcome.case
+    shown = {k: (v if len(str(v)) < 80 else f"<{len(str(v))} chars>") for k, v in case.args.items()}
     return (
         f"run {outcome.run_id} ended {outcome.state}: {problems}\n"
-        f"args: { {k: (v if len(str(v)) < 80 else f'<{len(str(v))} chars>') for k, v in case.args.items()} }\n"
+        f"args: {shown}\n"
         f"steps: {case.steps}; decisions: {case.decisions}; comment: {case.comment_size} chars\n"
         f"{case.yaml}"
     )
@@ -127,7 +130,8 @@ async def _property(env: Any, task_queue: str, count: int, **draw: Any) -> None:
     )
     assert len(cases_) >= count
     if bad:
-        Path("property-failures.txt").write_text("\n\n".join(bad))
+        # The whole list, for the record (the assertion shows the first few).
+        Path("property-failures.txt").write_text("\n\n".join(bad))  # noqa: ASYNC240
     assert not bad, f"{len(bad)} runs broke a property; the first ones:\n" + "\n\n".join(bad[:5])
 
 
