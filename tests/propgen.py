@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from hypothesis import strategies as st
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,7 +31,13 @@ from sternway import CommandRefused, RunHandle, submit
 from workflows._actions import Action, Job, Registry
 from workflows._runbook import load_runbook_text
 from workflows.errors import JobError
-from workflows.models import TERMINAL_RUN_STATES, JobState, RunState, RunStatus
+from workflows.models import (
+    SEARCH_ATTRIBUTE_STATE,
+    TERMINAL_RUN_STATES,
+    JobState,
+    RunState,
+    RunStatus,
+)
 
 # ------------------------------------------------------------------------- the job functions
 
@@ -272,6 +278,8 @@ class Outcome:
     stop_rollback: bool | None = None  # the accepted stop (None: no stop of ours took effect)
     scheduled: list[tuple[int, str]] = field(default_factory=list)  # (event id, activity id)
     task_failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    rolling_back_at: int = 0  # the event that set ROLLING_BACK: the run's own undoing began
 
     @property
     def state(self) -> str:
@@ -302,7 +310,13 @@ class _Driver:
             return None
 
     def problem(self, what: str, err: Exception) -> None:
-        self.out.problems.append(f"{what}: {type(err).__name__}: {err}"[:300])
+        message = f"{what}: {type(err).__name__}: {err}"[:300]
+        if "unexpected workflow task failure" in str(err):
+            # A command that met the server's UnhandledCommand retry of a task (the run was
+            # finishing): the RPC fails, the run goes on. Counted, not a broken property.
+            self.out.notes.append(message)
+            return
+        self.out.problems.append(message)
         # A failing workflow task never heals by itself: no need to wait for this run's end.
         self.wedged = self.wedged or "Workflow Task in failed state" in str(err)
 
@@ -411,8 +425,20 @@ async def drive(
     out.temporal_status = description.status.name if description.status else "?"
     async for event in client.get_workflow_handle(out.run_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-            failure = event.workflow_task_failed_event_attributes.failure
-            out.task_failures.append(failure.message[:300])
+            attributes = event.workflow_task_failed_event_attributes
+            # UnhandledCommand is the server asking for the task again with the events that
+            # arrived meanwhile (a command or an activity's end as the run finished), not a
+            # failure of the workflow code: the retried task goes on.
+            if (
+                attributes.cause
+                != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+            ):
+                out.task_failures.append(attributes.failure.message[:300])
+        elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            state = fields.indexed_fields.get(SEARCH_ATTRIBUTE_STATE)
+            if state is not None and b"ROLLING_BACK" in state.data and not out.rolling_back_at:
+                out.rolling_back_at = event.event_id
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             activity_id = event.activity_task_scheduled_event_attributes.activity_id
             out.scheduled.append((event.event_id, activity_id))
@@ -492,14 +518,12 @@ def check(out: Outcome) -> list[str]:
         final.state == RunState.STOPPED and out.stop_rollback is not False
     )
     if final.state == RunState.ROLLBACK_FAILED:
+        # Undoing halts at a rollback that fails for good: the run's, or that of each group
+        # instance being retried (several instances may fail their rollbacks at once).
         failed = [j.name for j in undone if j.rollback and j.rollback.state == "ROLLBACK_FAILED"]
-        if len(failed) != 1 or not actual or actual[-1] != failed[0]:
-            problems.append(f"ROLLBACK_FAILED, yet rollback failures {failed}, rollbacks {actual}")
-        # Undoing halts at the failed rollback: the run's, or that of a group being retried.
-        scopes = [""] + [name[: i + 1] for name in actual[-1:] for i, c in enumerate(name)
-                         if c == "."]  # fmt: skip
-        expected_sets = [{n for n in started if n.startswith(s)} for s in scopes]
-        if not any(set(actual) <= s for s in expected_sets):
+        if not failed:
+            problems.append(f"ROLLBACK_FAILED, yet no rollback failed; rollbacks {actual}")
+        if not set(actual) <= set(started):
             problems.append(f"rolled back {actual}, not among the started jobs {started}")
         expected_set = set(actual)
     else:
@@ -521,12 +545,20 @@ def check(out: Outcome) -> list[str]:
         assert rollback is not None and rollback.log
         return rollback.log[0].started_at
 
-    # Newest first: when a job was undone, no job started after it was still waiting to be undone
-    # (a group retry undoes its own jobs earlier, and later jobs may start after that).
+    # Newest first. In the run's own undoing (after it turned ROLLING_BACK) strictly so; a group
+    # retry undoes its own jobs earlier, so those are compared with the jobs of their group only,
+    # and only with jobs that had started when they were undone.
+    def final_phase(name: str) -> bool:
+        return bool(out.rolling_back_at) and rolled_at(name) > out.rolling_back_at
+
     for i, a in enumerate(actual):
         for b in actual[i + 1 :]:
             if not (by_name[a].started_at and by_name[b].started_at and by_name[a].rollback.log):
                 continue
-            if started_before(a, b) and by_name[b].started_at <= undone_at(a):
+            if not final_phase(a):
+                group = a.rpartition(".")[0] + "."
+                if not b.startswith(group) or by_name[b].started_at > undone_at(a):
+                    continue
+            if started_before(a, b):
                 problems.append(f"{a} was undone before {b}, which started after it")
     return problems

@@ -95,10 +95,13 @@ def _report(outcome: Outcome, problems: list[str]) -> str:
     )
 
 
-async def _run_all(env: Any, cases_: list[Case], task_queue: str) -> tuple[Counter[str], list[str]]:
+async def _run_all(
+    env: Any, cases_: list[Case], task_queue: str
+) -> tuple[Counter[str], list[str], list[str]]:
     reg = registry()
     ends: Counter[str] = Counter()
     bad: list[str] = []
+    notes: list[str] = []
     async with create_worker(env.client, reg, task_queue=task_queue):
         for start in range(0, len(cases_), BATCH):
             batch = cases_[start : start + BATCH]
@@ -109,24 +112,28 @@ async def _run_all(env: Any, cases_: list[Case], task_queue: str) -> tuple[Count
                 )
             )
             for outcome in outcomes:
+                notes.extend(outcome.notes)
                 problems = check(outcome)
                 ends[outcome.state] += 1
                 if problems:
                     bad.append(_report(outcome, problems))
-    return ends, bad
+            # Progress of a long run (`make fuzz` shows it with -s).
+            print(f"{sum(ends.values())} runs: {dict(sorted(ends.items()))}, broken {len(bad)}")
+    return ends, bad, notes
 
 
 async def _property(env: Any, task_queue: str, count: int, **draw: Any) -> None:
     began = time.monotonic()
     cases_ = _draw(count, **draw)
-    ends, bad = await _run_all(env, cases_, task_queue)
+    ends, bad, notes = await _run_all(env, cases_, task_queue)
     stuck = sum(n for state, n in ends.items() if state not in
                 ("COMPLETED", "FAILED", "STOPPED", "ROLLBACK_FAILED"))  # fmt: skip
     wrong_rollbacks = sum(1 for b in bad if "rolled back" in b or "undone before" in b)
     print(
         f"\nproperty runs: {sum(ends.values())} in {time.monotonic() - began:.0f}s; "
         f"ends {dict(sorted(ends.items()))}; stuck={stuck}; wrong rollback sets={wrong_rollbacks}; "
-        f"runs with a broken property={len(bad)}"
+        f"runs with a broken property={len(bad)}; "
+        f"commands failed by a task the server retried={len(notes)}"
     )
     assert len(cases_) >= count
     if bad:
