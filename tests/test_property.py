@@ -57,6 +57,36 @@ jobs:
 """,
         args={"n": 0},
     ),
+    # Outputs over the payload budget (for helper `guarantee`'s size budgets): ten items of
+    # 250 KB each (each under the per-job cap) made the `each` output and the status exceed
+    # 2 MB; the workflow task failed (TMPRL1103) on every retry, status never answered again.
+    Case(
+        yaml="name: prop"
+        + _ARGS
+        + """
+jobs:
+  - name: j1
+    each: {items: [a, b, c, d, e, f, g, h, i, j], as: it0, concurrency: 3}
+    run: python
+    with: {function: tests.propgen.work, size: 250000}
+    rollback: {run: noop}
+  - {name: j2, after: [j1], run: noop}
+""",
+        args={"n": 0},
+    ),
+    # An approval answered with a 1.2 MB comment: TMPRL1103 on every task, as above.
+    Case(
+        yaml="name: prop"
+        + _ARGS
+        + """
+jobs:
+  - {name: j1, run: noop, rollback: {run: noop}}
+  - {name: j2, after: [j1], run: approval}
+""",
+        args={"n": 0},
+        steps=[("until", "WAITING", "approve", True)],
+        comment_size=1_200_000,
+    ),
 ]
 
 
