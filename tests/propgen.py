@@ -394,6 +394,9 @@ class _Driver:
         return None
 
 
+_ENGINE_ENDS = (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.FAILED)
+
+
 async def drive(
     env: WorkflowEnvironment,
     reg: Registry,
@@ -442,6 +445,9 @@ async def drive(
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             activity_id = event.activity_task_scheduled_event_attributes.activity_id
             out.scheduled.append((event.event_id, activity_id))
+    if out.final is None and description.status in _ENGINE_ENDS:
+        # It ended through the engine after the bound (a loaded machine): its final status.
+        out.final = await driver.status()
     if description.status == WorkflowExecutionStatus.RUNNING:
         # Stuck: end it so it does not hold the worker; the test fails on it anyway.
         await client.get_workflow_handle(out.run_id).terminate("stuck in the property test")
