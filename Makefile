@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install clean bench browser
+.PHONY: demo test lint pytest install clean bench browser fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ browser:
 	fi
 
 test: browser lint pytest
+
+# The long property run of tests/test_property.py: 5,000 generated runs (STERNWAY_FUZZ_SEED picks
+# other ones). `make test` runs 500 of them.
+fuzz: $(STAMP)
+	STERNWAY_FUZZ_RUNS=$${STERNWAY_FUZZ_RUNS:-5000} $(BIN)/pytest -m fuzz -s -p no:logging tests/test_property.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -699,7 +699,8 @@ class ActionWorkflow:
         elif self._scope_halting(scope) and scope.failure is None:
             self._end_job(entry, JobState.CANCELLED, None)
         else:
-            failed = next((self._jobs[n].error for n in names if self._jobs[n].error), None)
+            # Items after a halt never started, and have no entry.
+            failed = next((j.error for n in names if (j := self._jobs.get(n)) and j.error), None)
             self._end_job(entry, JobState.FAILED, failed)
 
     async def _run_each_in_chunks(
