@@ -7,6 +7,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
 from sternway import RunHandle
 from tests.scripted import EVENTS
 from workflows.models import RunStatus
@@ -53,3 +56,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def workflow_task_failures(client: Client, run_id: str) -> list[str]:
+    """The failure messages of the run's WorkflowTaskFailed events (there must be none)."""
+    events = client.get_workflow_handle(run_id).fetch_history_events()
+    return [
+        e.workflow_task_failed_event_attributes.failure.message
+        async for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]

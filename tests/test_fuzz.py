@@ -27,14 +27,13 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from starter.cli import parse_args
 from sternway import ArgsError, RunHandle, SpecError, submit
 from tests.cli import BIN, REPO
-from tests.helpers import wait_for
+from tests.helpers import wait_for, workflow_task_failures
 from worker import create_worker, load_registry
 from workflows._actions import Action, Registry
 from workflows.models import TERMINAL_RUN_STATES, RunState, RunStatus
@@ -229,16 +228,6 @@ def _with_token(value: Any, token: str) -> Any:
     if isinstance(value, list):
         return [_with_token(v, token) for v in value]
     return value
-
-
-async def workflow_task_failures(client: Client, run_id: str) -> list[str]:
-    """The failure messages of the run's WorkflowTaskFailed events (none, always)."""
-    events = client.get_workflow_handle(run_id).fetch_history_events()
-    return [
-        e.workflow_task_failed_event_attributes.failure.message
-        async for e in events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-    ]
 
 
 class Target:

@@ -10,14 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import ArgsError, CommandRefused, RunHandle, submit
 from tests.cli import cli_env, sternway
 from tests.conftest import WorkerFactory
-from tests.helpers import wait_for
+from tests.helpers import wait_for, workflow_task_failures
 from worker import create_worker
 from workflows._actions import Registry
 from workflows._runbook import load_runbook_text
@@ -108,16 +107,6 @@ jobs:
 
 def registry(*texts: str) -> Registry:
     return Registry([load_runbook_text(text) for text in texts])
-
-
-async def workflow_task_failures(client: Client, run_id: str) -> list[str]:
-    """The failure messages of the run's WorkflowTaskFailed events (there must be none)."""
-    events = client.get_workflow_handle(run_id).fetch_history_events()
-    return [
-        e.workflow_task_failed_event_attributes.failure.message
-        async for e in events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-    ]
 
 
 async def ended(client: Client, handle: RunHandle, timeout: float = 600.0) -> RunStatus:
