@@ -27,7 +27,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities import JobContext, RollbackContext
-from sternway import CommandRefused, RunHandle, submit
+from sternway import ArgsError, CommandRefused, RunHandle, submit
 from workflows._actions import Action, Job, Registry
 from workflows._runbook import load_runbook_text
 from workflows.errors import JobError
@@ -280,11 +280,14 @@ class Outcome:
     task_failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     rolling_back_at: int = 0  # the event that set ROLLING_BACK: the run's own undoing began
+    refused: str = ""  # args over the size budget: refused at submit, nothing started
 
     @property
     def state(self) -> str:
         if self.final is not None:
             return self.final.state.value
+        if self.refused:
+            return "REFUSED"
         return self.temporal_status or "STUCK"
 
 
@@ -411,7 +414,11 @@ async def drive(
     action = load_runbook_text(case.named(run_name), f"<{run_name}>")
     reg.add(action)
     client = env.client
-    handle = await submit(client, run_name, case.args, task_queue=task_queue, registry=reg)
+    try:
+        handle = await submit(client, run_name, case.args, task_queue=task_queue, registry=reg)
+    except ArgsError as err:  # the size budget: refused at the door, which the guarantee allows
+        out.refused = str(err)
+        return out
     out.run_id = handle.run_id
     driver = _Driver(env, handle, case, out)
     deadline = time.monotonic() + bound
@@ -492,6 +499,8 @@ def _first_scheduled(out: Outcome, prefix: str) -> int | None:
 def check(out: Outcome) -> list[str]:
     """What is wrong with the outcome: empty when every property holds."""
     problems = list(dict.fromkeys(out.problems))  # each problem once
+    if out.refused:
+        return problems
     if out.task_failures:
         problems.insert(0, f"workflow task failed: {out.task_failures[0]}")
     final = out.final

@@ -45,6 +45,10 @@ jobs:
     run: noop
     with: {codes: "${{ jobs.fetch.output.items }}"}
 """
+# The same typo where the loader cannot see it: a method read through a filter.
+BOUND_METHOD_HIDDEN = BOUND_METHOD.replace(
+    "jobs.fetch.output.items", "jobs.fetch.output | attr('items')"
+)
 
 # Ten items whose outputs are each under the output cap, and together over a job's input budget.
 FAN_IN = """
@@ -126,8 +130,10 @@ async def ended(client: Client, handle: RunHandle, timeout: float = 600.0) -> Ru
 async def test_unserialisable_expression_result_fails_the_job_and_rolls_back(
     ts_env: WorkflowEnvironment, task_queue: str
 ) -> None:
+    with pytest.raises(SpecError, match=r"is a method, not data: did you mean"):
+        registry(BOUND_METHOD)  # refused by validate where it can tell
     client = ts_env.client
-    async with create_worker(client, registry(BOUND_METHOD), task_queue=task_queue):
+    async with create_worker(client, registry(BOUND_METHOD_HIDDEN), task_queue=task_queue):
         handle = await submit(client, "bound-method", {}, task_queue=task_queue)
         status = await ended(client, handle)
     assert status.state == "FAILED", status.model_dump_json(indent=1)

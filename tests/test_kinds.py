@@ -146,7 +146,7 @@ NOT_A_FUNCTION = 42
         ("shell", {"shell": "yes", "script": "ls"}, "true or false"),
         ("shell", {"argv": ["ls"], "args": ["x"]}, "only allowed with shell: true"),
         ("shell", {"shell": True, "script": "ls", "args": "x"}, "args must be a list"),
-        ("shell", {"shell": True, "script": "ls", "args": [None]}, r"args\[0\] must be a string"),
+        ("shell", {"shell": True, "script": "ls", "args": [None]}, r"args\[0\] is null"),
         ("shell", {"argv": ["ls"], "env": ["A=1"]}, "env must be a mapping"),
         ("shell", {"argv": ["ls"], "env": {"A": {"b": 1}}}, "env.A must be a string"),
         ("shell", {"argv": ["ls"], "env": {"A=B": "1"}}, "not a valid variable name"),

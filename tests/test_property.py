@@ -157,7 +157,7 @@ async def _property(env: Any, task_queue: str, count: int, **draw: Any) -> None:
     cases_ = _draw(count, **draw)
     ends, bad, notes = await _run_all(env, cases_, task_queue)
     stuck = sum(n for state, n in ends.items() if state not in
-                ("COMPLETED", "FAILED", "STOPPED", "ROLLBACK_FAILED"))  # fmt: skip
+                ("COMPLETED", "FAILED", "STOPPED", "ROLLBACK_FAILED", "REFUSED"))  # fmt: skip
     wrong_rollbacks = sum(1 for b in bad if "rolled back" in b or "undone before" in b)
     print(
         f"\nproperty runs: {sum(ends.values())} in {time.monotonic() - began:.0f}s; "

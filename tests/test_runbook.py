@@ -1020,7 +1020,7 @@ async def test_cli_lists_yaml_actions_with_their_source(env: dict[str, str]) -> 
     assert "service" not in args  # static: not an arg callers give
     table = await sternway(env, "actions")
     assert table.code == 0 and "rolling-restart" in table.out
-    assert "settle: duration = 1s" in table.out and "rolling-restart.yaml)" in table.out
+    assert "settle: duration = 1s" in table.out and "rolling-restart.yaml; version " in table.out
     # The rules show as written: "[A-Za-z0-9]" is data, not markup that would vanish.
     assert "each item: pattern [A-Za-z0-9][A-Za-z0-9._-]{0,63}" in table.out
 
