@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import importlib
 import inspect
 import json
@@ -418,16 +417,16 @@ async def shell(ctx: Context) -> Any:
     try:
         # The fork happens on this thread, the worker's event loop thread, which lives as long as
         # the worker: PR_SET_PDEATHSIG (tied to the forking thread) fires when the worker dies.
+        environment = _shell_host.job_environment(command.env)
         transport, process = await loop.subprocess_exec(
             _Process,
-            *command.argv,
+            *_shell_host.dying_with_worker(command.argv, environment.get("PATH")),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_shell_host.job_environment(command.env),
+            env=environment,
             cwd=command.cwd,
             start_new_session=True,
-            preexec_fn=functools.partial(_shell_host.die_with_worker, os.getpid()),
         )
     except OSError as err:  # the program or cwd is missing, not executable, ...
         problem = err.strerror or str(err)

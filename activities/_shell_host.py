@@ -11,18 +11,18 @@ under :func:`state_dir` named after the attempt's idempotency key. The file is r
 job's process ends. If the worker dies first (``kill -9``, OOM), the file stays, and when the same
 attempt is delivered again on this host the group it names is killed before the new process
 starts, so that a re-delivery never runs beside a survivor of the lost delivery. The direct child
-dies with the worker anyway (``PR_SET_PDEATHSIG``, see :func:`die_with_worker`).
+dies with the worker anyway (``PR_SET_PDEATHSIG``, see :func:`dying_with_worker`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fnmatch
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import tempfile
@@ -33,7 +33,7 @@ __all__ = [
     "BASE_ENV",
     "ENV_ALLOWLIST_VAR",
     "configure_shell_env",
-    "die_with_worker",
+    "dying_with_worker",
     "forget_group",
     "host_secrets",
     "job_environment",
@@ -49,7 +49,6 @@ ENV_ALLOWLIST_VAR = "STERNWAY_SHELL_ENV"
 """The worker's variable naming more variables shell jobs get (comma-separated)."""
 _OWN_PREFIXES = ("STERNWAY_", "TEMPORAL_")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$|^\*$")
-_PR_SET_PDEATHSIG = 1
 
 _allowlist: tuple[str, ...] | None = None
 
@@ -143,26 +142,26 @@ def host_secrets() -> list[str]:
 # ------------------------------------------------------------------------- process groups
 
 
-def die_with_worker(worker_pid: int) -> None:
-    """In the forked child, before exec: ask Linux to SIGKILL this process when its parent dies.
+_SETPRIV = shutil.which("setpriv")
 
-    Pass it as ``preexec_fn=functools.partial(die_with_worker, os.getpid())``.
 
-    The "parent" of PR_SET_PDEATHSIG is the *thread* that forked. Shell jobs are spawned by
-    asyncio on the worker's event loop thread, which lives as long as the worker. Runs between
-    fork and exec, so it only calls async-signal-safe code (prctl, getppid, _exit).
+def dying_with_worker(argv: list[str], path: str | None) -> list[str]:
+    """``argv`` run so that Linux SIGKILLs it when the worker dies: through util-linux's
+    ``setpriv --pdeathsig KILL``, which sets ``PR_SET_PDEATHSIG`` and then execs the program (the
+    setting survives exec).
+
+    Not a ``preexec_fn``: code run between fork and exec in a process with threads (the worker
+    has many) can deadlock on a lock another thread held at fork time, and a shell job's fork once
+    froze a whole worker that way. The "parent" of PR_SET_PDEATHSIG is the *thread* that forked:
+    shell jobs are spawned on the worker's event loop thread, which lives as long as the worker.
+    Without ``setpriv`` on the host, or for a program that cannot be found (so that its start
+    fails as it always did, with the program named), ``argv`` is returned as it is.
     """
-    with contextlib.suppress(Exception):
-        _libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != worker_pid:  # the worker died before prctl took effect
-            os._exit(137)
-
-
-def _load_libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
-
-
-_libc = _load_libc()
+    program = argv[0]
+    found = shutil.which(program, path=path) if "/" not in program else program
+    if _SETPRIV is None or found is None or not os.access(found, os.X_OK):
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 def state_dir() -> Path | None:
