@@ -57,9 +57,9 @@ jobs:
 """,
         args={"n": 0},
     ),
-    # Outputs over the payload budget (for helper `guarantee`'s size budgets): ten items of
-    # 250 KB each (each under the per-job cap) made the `each` output and the status exceed
-    # 2 MB; the workflow task failed (TMPRL1103) on every retry, status never answered again.
+    # Outputs over the payload budget: ten items of 250 KB each (each under the per-job cap)
+    # made the `each` output and the status exceed 2 MB; before the size budgets the workflow
+    # task failed (TMPRL1103) on every retry and status never answered again.
     Case(
         yaml="name: prop"
         + _ARGS
@@ -74,7 +74,8 @@ jobs:
 """,
         args={"n": 0},
     ),
-    # An approval answered with a 1.2 MB comment: TMPRL1103 on every task, as above.
+    # An approval answered with a 1.2 MB comment: TMPRL1103 on every task before the comment
+    # budget; now the decision is refused and the driver answers again with a short one.
     Case(
         yaml="name: prop"
         + _ARGS
