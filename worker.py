@@ -40,14 +40,14 @@ from temporalio.runtime import (
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import JobActivities
-from activities.site import deploy_site
-from workflows import ActionWorkflow
-from workflows._actions import Action, Registry
-from workflows._catalog import CatalogActivity, CatalogWorkflow
-from workflows._runbook import load_folder, runbook_version
-from workflows.errors import SpecError
-from workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
+from sternway.activities import JobActivities
+from sternway.activities.site import deploy_site
+from sternway.workflows import ActionWorkflow
+from sternway.workflows._actions import Action, Registry
+from sternway.workflows._catalog import CatalogActivity, CatalogWorkflow
+from sternway.workflows._runbook import load_folder, runbook_version
+from sternway.workflows.errors import SpecError
+from sternway.workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
 
 __all__ = [
     "RunbookWatcher",
@@ -63,7 +63,7 @@ __all__ = [
 
 # What the strict sandbox imports once, outside it, instead of once per run: libraries and the
 # models, none of which run code with side effects in a workflow. The interpreter
-# (workflows._workflow) is not among them, so the sandbox's restrictions apply to all of it.
+# (sternway.workflows._workflow) is not among them, so the sandbox's restrictions apply to it all.
 _PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -71,8 +71,8 @@ _PASSTHROUGH = (
     "structlog",
     "jinja2",
     "markupsafe",
-    "workflows.models",
-    "workflows._expr",
+    "sternway.workflows.models",
+    "sternway.workflows._expr",
 )
 
 BUILTIN_ACTIONS: tuple[Action, ...] = (deploy_site,)
@@ -425,6 +425,6 @@ async def run_worker(
 
 
 if __name__ == "__main__":
-    from starter.cli import main
+    from sternway.starter.cli import main
 
     main(["worker", *sys.argv[1:]])

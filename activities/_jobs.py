@@ -22,9 +22,9 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows._actions import Registry, secrets_of
-from workflows.errors import ArgsError, JobError, JobRejected, SpecError
-from workflows.models import (
+from sternway.workflows._actions import Registry, secrets_of
+from sternway.workflows.errors import ArgsError, JobError, JobRejected, SpecError
+from sternway.workflows.models import (
     ACTIVITY_EXECUTE,
     ACTIVITY_RESOLVE,
     ACTIVITY_ROLLBACK,
@@ -397,7 +397,7 @@ class JobActivities:
 
     def _runner(self, call: CallSpec) -> Callable[..., Any]:
         """The function that runs ``call``: a registered Python function or a built-in kind."""
-        from activities._kinds import KINDS
+        from sternway.activities._kinds import KINDS
 
         if call.kind == "python" and call.ref is not None:
             return self.registry.function(call.ref)

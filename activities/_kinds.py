@@ -66,11 +66,11 @@ from typing import Any
 
 import httpx
 
-from activities import _shell_host
-from activities._jobs import JobContext, RollbackContext, _call
-from workflows._argv import argv_text
-from workflows.errors import JobError, JobRejected
-from workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
+from sternway.activities import _shell_host
+from sternway.activities._jobs import JobContext, RollbackContext, _call
+from sternway.workflows._argv import argv_text
+from sternway.workflows.errors import JobError, JobRejected
+from sternway.workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
 
 __all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities._jobs import JobContext, RollbackContext
-from workflows._actions import Action, Job, Retry
-from workflows.errors import JobError
+from sternway.activities._jobs import JobContext, RollbackContext
+from sternway.workflows._actions import Action, Job, Retry
+from sternway.workflows.errors import JobError
 
 __all__ = ["DeploySiteArgs", "deploy_site"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from workflows._actions import Action
-from workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
+from sternway.workflows._actions import Action
+from sternway.workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
 
 CHAIN = "bench-chain"
 ONE = "bench-one"

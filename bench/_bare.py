@@ -200,7 +200,7 @@ def create_bare_worker(client: Client, task_queue: str, **settings: Any) -> Work
 
 
 async def _serve(address: str, task_queue: str) -> None:
-    from worker import worker_settings
+    from sternway.worker import worker_settings
 
     client = await Client.connect(address)
     stop = asyncio.Event()

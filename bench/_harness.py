@@ -30,10 +30,10 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench import _bare
 from bench._actions import ACTIONS
-from starter._dev import DevServer
 from sternway._client import submit
-from worker import configure_logging, create_worker, worker_settings
-from workflows._actions import Registry
+from sternway.starter._dev import DevServer
+from sternway.worker import configure_logging, create_worker, worker_settings
+from sternway.workflows._actions import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

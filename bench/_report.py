@@ -61,7 +61,7 @@ def load() -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    from starter._dev import temporal_binary
+    from sternway.starter._dev import temporal_binary
 
     try:
         server = subprocess.run(

@@ -229,6 +229,6 @@ async def sqlite(bench: Bench, size: str, rounds: int | None) -> Result:
 
 
 def _pragmas() -> tuple[str, ...]:
-    from starter._dev import SQLITE_PRAGMAS
+    from sternway.starter._dev import SQLITE_PRAGMAS
 
     return SQLITE_PRAGMAS

@@ -1,5 +1,5 @@
 """``python -m starter``: the same as the ``sternway`` command."""
 
-from starter.cli import main
+from sternway.starter.cli import main
 
 main()

@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from workflows.models import JobStatus, RunStatus
+from sternway.workflows.models import JobStatus, RunStatus
 
 __all__ = [
     "STATE_STYLES",

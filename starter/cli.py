@@ -39,7 +39,7 @@ from sternway._client import (
     ui_base,
 )
 from sternway.codec import CodecError, data_converter_from_env
-from workflows.errors import (
+from sternway.workflows.errors import (
     ArgsError,
     CommandRefused,
     RunNotFound,
@@ -47,7 +47,7 @@ from workflows.errors import (
     SpecError,
     SternwayError,
 )
-from workflows.models import (
+from sternway.workflows.models import (
     DEFAULT_TASK_QUEUE,
     SANDBOX_MODES,
     TERMINAL_RUN_STATES,
@@ -61,8 +61,8 @@ from workflows.models import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from workflows._actions import Action, Registry
-    from workflows._catalog import ServedAction
+    from sternway.workflows._actions import Action, Registry
+    from sternway.workflows._catalog import ServedAction
 
 # Imports that only some commands need (rich, yaml, the registry of actions and the worker) are
 # made inside them: `sternway status` and `list` start about as fast as a bare temporalio client.
@@ -94,7 +94,7 @@ class Session:
     def out(self) -> Console:
         """Rich output on stdout, for people."""
         if self._out is None:
-            from starter._render import make_console
+            from sternway.starter._render import make_console
 
             self._out = make_console()
         return self._out
@@ -103,7 +103,7 @@ class Session:
     def err(self) -> Console:
         """Rich output on stderr: errors and notes."""
         if self._err is None:
-            from starter._render import make_console
+            from sternway.starter._render import make_console
 
             self._err = make_console(stderr=True)
         return self._err
@@ -115,7 +115,7 @@ class Session:
     def link(self, url: str | None) -> None:
         """The Web UI link on a line of its own, whole however narrow the terminal."""
         if url:
-            from starter._render import web_ui_line
+            from sternway.starter._render import web_ui_line
 
             self.show(web_ui_line(url))
 
@@ -130,7 +130,7 @@ class Session:
     def registry(self) -> Registry:
         """The actions known here (the same the worker loads)."""
         if self._registry is None:
-            from worker import load_registry
+            from sternway.worker import load_registry
 
             self._registry = load_registry()
         return self._registry
@@ -454,7 +454,7 @@ async def actions(session: Session, as_json: bool) -> int:
     if as_json:
         session.print_json(listed)
         return 0
-    from starter._render import action_lines
+    from sternway.starter._render import action_lines
 
     # One block per action, one line per arg: nothing to squash, however narrow the output.
     for item in listed:
@@ -577,7 +577,7 @@ async def validate(
         parse_args(found, pairs, args_file)
         session.out.print(f"{found.name}: the action and its args are valid", markup=False)
         return 0
-    from workflows._runbook import load_runbook
+    from sternway.workflows._runbook import load_runbook
 
     loaded = load_runbook(action)
     _check_name_clash(session, loaded, action)
@@ -701,7 +701,7 @@ async def status(session: Session, run_id: str, as_json: bool) -> int:
     if as_json:
         session.print_json(current)
     else:
-        from starter._render import status_view
+        from sternway.starter._render import status_view
 
         session.show(status_view(RunStatus.model_validate(current)))
     return 0
@@ -712,7 +712,7 @@ async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) 
     from rich.console import Group
     from rich.live import Live
 
-    from starter._render import progress_bar, status_view
+    from sternway.starter._render import progress_bar, status_view
 
     current = await _status_with_details(handle)
     if session.out.is_terminal and not as_json:
@@ -929,7 +929,7 @@ async def list_command(
         return 0
     from rich.table import Table
 
-    from starter._render import state_text
+    from sternway.starter._render import state_text
 
     table = Table(box=None, header_style="bold")
     for column in ("run", "action", "state", "requestor", "started", "finished"):
@@ -1002,7 +1002,7 @@ async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: f
 
 def _configure_shell_env(names: tuple[str, ...]) -> None:
     """The shell jobs' environment allowlist of this worker; a refused name is bad input."""
-    from activities._shell_host import configure_shell_env
+    from sternway.activities._shell_host import configure_shell_env
 
     try:
         configure_shell_env(names)
@@ -1071,7 +1071,7 @@ async def worker(
     shell_env: tuple[str, ...],
 ) -> int:
     """Run a worker until SIGINT or SIGTERM."""
-    from worker import actions_folders, configure_logging, metrics_runtime, run_worker
+    from sternway.worker import actions_folders, configure_logging, metrics_runtime, run_worker
 
     _configure_shell_env(shell_env)
     configure_logging()
@@ -1111,8 +1111,8 @@ async def dev(
     session: Session, db: str, port: int, ui_port: int, ui_codec_endpoint: str | None
 ) -> int:
     """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
-    from starter._dev import DevServer, register_search_attributes
-    from worker import actions_folders, configure_logging, run_worker
+    from sternway.starter._dev import DevServer, register_search_attributes
+    from sternway.worker import actions_folders, configure_logging, run_worker
 
     _configure_shell_env(())
     configure_logging()
@@ -1155,8 +1155,8 @@ async def dev(
 @_command
 async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
     """One sample run end to end: dev server, worker, a deploy-site run watched live."""
-    from starter._dev import DevServer, register_search_attributes
-    from worker import configure_logging, create_worker
+    from sternway.starter._dev import DevServer, register_search_attributes
+    from sternway.worker import configure_logging, create_worker
 
     configure_logging(level=40)  # errors only: the progress view is the demo's output
     server = await DevServer.ensure(db=Path(db), port=port, ui_port=ui_port)

@@ -13,10 +13,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from activities import JobContext, RollbackContext
     from sternway._client import RunHandle, submit
-    from workflows._actions import Action, Job, Registry, Retry
-    from workflows.errors import (
+    from sternway.activities import JobContext, RollbackContext
+    from sternway.workflows._actions import Action, Job, Registry, Retry
+    from sternway.workflows.errors import (
         ArgsError,
         ClientError,
         CommandRefused,
@@ -27,30 +27,30 @@ if TYPE_CHECKING:
         SpecError,
         SternwayError,
     )
-    from workflows.models import JobState, Reason, RunState, RunStatus
+    from sternway.workflows.models import JobState, Reason, RunState, RunStatus
 
 _WHERE = {
-    "JobContext": "activities",
-    "RollbackContext": "activities",
+    "JobContext": "sternway.activities",
+    "RollbackContext": "sternway.activities",
     "RunHandle": "sternway._client",
     "submit": "sternway._client",
-    "Action": "workflows._actions",
-    "Job": "workflows._actions",
-    "Registry": "workflows._actions",
-    "Retry": "workflows._actions",
-    "ArgsError": "workflows.errors",
-    "ClientError": "workflows.errors",
-    "CommandRefused": "workflows.errors",
-    "JobError": "workflows.errors",
-    "JobRejected": "workflows.errors",
-    "RunNotFound": "workflows.errors",
-    "ServerUnreachable": "workflows.errors",
-    "SpecError": "workflows.errors",
-    "SternwayError": "workflows.errors",
-    "JobState": "workflows.models",
-    "Reason": "workflows.models",
-    "RunState": "workflows.models",
-    "RunStatus": "workflows.models",
+    "Action": "sternway.workflows._actions",
+    "Job": "sternway.workflows._actions",
+    "Registry": "sternway.workflows._actions",
+    "Retry": "sternway.workflows._actions",
+    "ArgsError": "sternway.workflows.errors",
+    "ClientError": "sternway.workflows.errors",
+    "CommandRefused": "sternway.workflows.errors",
+    "JobError": "sternway.workflows.errors",
+    "JobRejected": "sternway.workflows.errors",
+    "RunNotFound": "sternway.workflows.errors",
+    "ServerUnreachable": "sternway.workflows.errors",
+    "SpecError": "sternway.workflows.errors",
+    "SternwayError": "sternway.workflows.errors",
+    "JobState": "sternway.workflows.models",
+    "Reason": "sternway.workflows.models",
+    "RunState": "sternway.workflows.models",
+    "RunStatus": "sternway.workflows.models",
 }
 
 __all__ = [

@@ -33,8 +33,8 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.errors import ArgsError, CommandRefused, RunNotFound
-from workflows.models import (
+from sternway.workflows.errors import ArgsError, CommandRefused, RunNotFound
+from sternway.workflows.models import (
     DEFAULT_TASK_QUEUE,
     SEARCH_ATTRIBUTE_REQUESTOR,
     SEARCH_ATTRIBUTE_STATE,
@@ -51,7 +51,7 @@ from workflows.models import (
 )
 
 if TYPE_CHECKING:
-    from workflows._actions import Registry
+    from sternway.workflows._actions import Registry
 
 __all__ = [
     "RunHandle",

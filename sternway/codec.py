@@ -43,7 +43,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from workflows.errors import ArgsError, SternwayError
+from sternway.workflows.errors import ArgsError, SternwayError
 
 if TYPE_CHECKING:
     from sternway._codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread

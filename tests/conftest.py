@@ -23,9 +23,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from sternway.worker import create_worker
+from sternway.workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 from tests.scripted import REGISTRY
-from worker import create_worker
-from workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 
 _BIN = Path(sys.executable).parent
 

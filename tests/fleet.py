@@ -12,8 +12,8 @@ import time
 import zlib
 from typing import Any
 
-from activities import JobContext
-from workflows._actions import Action, Job
+from sternway.activities import JobContext
+from sternway.workflows._actions import Action, Job
 
 
 def work(ctx: JobContext) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from sternway import RunHandle
+from sternway.workflows.models import RunStatus
 from tests.scripted import EVENTS
-from workflows.models import RunStatus
 
 
 async def wait_for(

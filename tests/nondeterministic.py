@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from temporalio import workflow
 from temporalio.common import RawValue
 
-from workflows._workflow import ActionWorkflow
-from workflows.models import RunState, RunStatus
+from sternway.workflows._workflow import ActionWorkflow
+from sternway.workflows.models import RunState, RunStatus
 
 
 @workflow.defn(dynamic=True)

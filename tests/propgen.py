@@ -26,12 +26,12 @@ from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from activities import JobContext, RollbackContext
 from sternway import ArgsError, CommandRefused, RunHandle, submit
-from workflows._actions import Action, Job, Registry
-from workflows._runbook import load_runbook_text
-from workflows.errors import JobError
-from workflows.models import (
+from sternway.activities import JobContext, RollbackContext
+from sternway.workflows._actions import Action, Job, Registry
+from sternway.workflows._runbook import load_runbook_text
+from sternway.workflows.errors import JobError
+from sternway.workflows.models import (
     SEARCH_ATTRIBUTE_STATE,
     TERMINAL_RUN_STATES,
     JobState,

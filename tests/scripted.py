@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities import JobContext, RollbackContext
-from activities.site import deploy_site
-from workflows._actions import Action, Job, Registry, Retry
-from workflows.errors import JobError
+from sternway.activities import JobContext, RollbackContext
+from sternway.activities.site import deploy_site
+from sternway.workflows._actions import Action, Job, Registry, Retry
+from sternway.workflows.errors import JobError
 
 EVENTS: defaultdict[str, list[tuple[Any, ...]]] = defaultdict(list)
 

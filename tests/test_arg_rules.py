@@ -14,16 +14,21 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities._jobs import RollbackContext
-from activities._kinds import KINDS
-from activities.site import DeploySiteArgs, remove_build
 from sternway import submit
+from sternway.activities._jobs import RollbackContext
+from sternway.activities._kinds import KINDS
+from sternway.activities.site import DeploySiteArgs, remove_build
+from sternway.worker import create_worker, load_registry
+from sternway.workflows._expr import render
+from sternway.workflows._runbook import (
+    MAX_RUNBOOK_BYTES,
+    load_folder,
+    load_runbook,
+    load_runbook_text,
+)
+from sternway.workflows.errors import ArgsError, JobError, SpecError
+from sternway.workflows.models import CallSpec, JobSpec
 from tests.cli import cli_env, sternway
-from worker import create_worker, load_registry
-from workflows._expr import render
-from workflows._runbook import MAX_RUNBOOK_BYTES, load_folder, load_runbook, load_runbook_text
-from workflows.errors import ArgsError, JobError, SpecError
-from workflows.models import CallSpec, JobSpec
 
 REPO = Path(__file__).resolve().parent.parent
 ACTIONS = REPO / "actions"

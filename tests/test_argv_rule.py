@@ -13,11 +13,11 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
+from sternway.worker import create_worker
+from sternway.workflows._actions import Registry
+from sternway.workflows._runbook import load_runbook_text
+from sternway.workflows.errors import SpecError
 from tests.cli import cli_env, sternway
-from worker import create_worker
-from workflows._actions import Registry
-from workflows._runbook import load_runbook_text
-from workflows.errors import SpecError
 
 PRINT_ARGV = "import sys, json; print(json.dumps(sys.argv[1:]))"
 

@@ -16,9 +16,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
+from sternway.worker import create_worker, load_registry
 from tests.cli import BIN, REPO, Result, cli_env, sternway
 from tests.helpers import wait_for
-from worker import create_worker, load_registry
 
 # Markup rich would read ([/oops] raised MarkupError, [db-1] vanished as a style), a screen clear,
 # an OSC 0 window title and an OSC 52 clipboard write.

@@ -23,10 +23,14 @@ from typing import Any
 import yaml
 from temporalio.envconfig import ClientConfig
 
-from starter._dev import port_open
+from sternway.starter._dev import port_open
+from sternway.workflows.models import (
+    DEFAULT_TASK_QUEUE,
+    SEARCH_ATTRIBUTE_REQUESTOR,
+    SEARCH_ATTRIBUTE_STATE,
+)
 from tests.cli import BIN, REPO, cli_env, sternway, temporal
 from tests.helpers import free_port
-from workflows.models import DEFAULT_TASK_QUEUE, SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]

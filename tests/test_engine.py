@@ -10,10 +10,10 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import CommandRefused, RunHandle, submit
+from sternway.workflows.models import TERMINAL_RUN_STATES
 from tests.conftest import WorkerFactory
 from tests.helpers import events, rollbacks, until_started, wait_for
 from tests.scripted import EVENTS
-from workflows.models import TERMINAL_RUN_STATES
 
 
 async def run_to_end(
@@ -234,8 +234,8 @@ async def test_non_retryable_error_type_stops_retrying_at_once(
     dev_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
 ) -> None:
     from sternway import Action, Job, Registry, Retry
+    from sternway.worker import create_worker
     from tests.scripted import Script, step
-    from worker import create_worker
 
     action = Action(
         "test-fatal",

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import SpecError, submit
+from sternway.worker import create_worker, load_registry
+from sternway.workflows._expr import MAX_RANGE, MAX_SIZE, ExpressionError, render
+from sternway.workflows._runbook import load_runbook_text
 from tests.helpers import wait_for
-from worker import create_worker, load_registry
-from workflows._expr import MAX_RANGE, MAX_SIZE, ExpressionError, render
-from workflows._runbook import load_runbook_text
 
 CONTEXT: dict[str, Any] = {
     "args": {"n": 9, "hosts": ["web1", "web2"], "big": 10**8},

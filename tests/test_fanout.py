@@ -12,11 +12,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from sternway import Action, Registry, submit
 from sternway._client import list_runs
+from sternway.worker import create_worker
+from sternway.workflows._actions import function_ref
+from sternway.workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
 from tests.helpers import events, rollbacks, until_started
 from tests.scripted import ACTIONS, PEAK, Script, step, track, undo
-from worker import create_worker
-from workflows._actions import function_ref
-from workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
 
 ITEMS = [f"i{n:02d}" for n in range(12)]
 

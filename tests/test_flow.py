@@ -14,11 +14,11 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import Action, Registry, RunHandle, submit
+from sternway.worker import create_worker
+from sternway.workflows._actions import function_ref
+from sternway.workflows.models import CallSpec, EachSpec, GroupRetrySpec, JobSpec, Plan, RetrySpec
 from tests.helpers import events, rollbacks, wait_for
 from tests.scripted import ACTIONS, EVENTS, PEAK, Script, step, track, undo
-from worker import create_worker
-from workflows._actions import function_ref
-from workflows.models import CallSpec, EachSpec, GroupRetrySpec, JobSpec, Plan, RetrySpec
 
 
 def py(fn: Any, **params: Any) -> CallSpec:

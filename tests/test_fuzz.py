@@ -30,13 +30,13 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from starter.cli import parse_args
 from sternway import ArgsError, RunHandle, SpecError, submit
+from sternway.starter.cli import parse_args
+from sternway.worker import create_worker, load_registry
+from sternway.workflows._actions import Action, Registry
+from sternway.workflows.models import TERMINAL_RUN_STATES, RunState, RunStatus
 from tests.cli import BIN, REPO
 from tests.helpers import wait_for, workflow_task_failures
-from worker import create_worker, load_registry
-from workflows._actions import Action, Registry
-from workflows.models import TERMINAL_RUN_STATES, RunState, RunStatus
 
 T = TypeVar("T")
 
@@ -349,7 +349,7 @@ async def test_random_updates_and_signals_from_the_temporal_cli_never_fail_a_wor
 
 def test_payload_fields_cover_every_command_model() -> None:
     """The fuzzed field names stay in step with the command models they aim at."""
-    from workflows.models import ApprovalCommand, ChunkSummary, StopCommand, SuspendCommand
+    from sternway.workflows.models import ApprovalCommand, ChunkSummary, StopCommand, SuspendCommand
 
     for model in (ApprovalCommand, StopCommand, SuspendCommand, ChunkSummary):
         assert set(model.model_fields) - {"completed", "total"} <= set(_FIELDS), model

@@ -14,14 +14,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import ArgsError, CommandRefused, RunHandle, submit
-from tests.cli import cli_env, sternway
-from tests.conftest import WorkerFactory
-from tests.helpers import wait_for, workflow_task_failures
-from worker import create_worker
-from workflows._actions import Registry
-from workflows._runbook import load_runbook_text
-from workflows.errors import SpecError
-from workflows.models import (
+from sternway.worker import create_worker
+from sternway.workflows._actions import Registry
+from sternway.workflows._runbook import load_runbook_text
+from sternway.workflows.errors import SpecError
+from sternway.workflows.models import (
     HISTORY_HALT_EVENTS,
     MAX_ARGS_BYTES,
     MAX_ATTEMPTS,
@@ -31,6 +28,9 @@ from workflows.models import (
     RunStatus,
     bounded_status,
 )
+from tests.cli import cli_env, sternway
+from tests.conftest import WorkerFactory
+from tests.helpers import wait_for, workflow_task_failures
 
 # A typo: `items` of a dict is its bound method, which no payload can carry.
 BOUND_METHOD = """
@@ -229,7 +229,7 @@ def test_retry_policies_whose_worst_case_cannot_fit_the_history_are_refused() ->
     text = RETRY_STORM.replace("max_attempts: 100", f"max_attempts: {MAX_ATTEMPTS + 1}")
     with pytest.raises(SpecError, match="max_attempts"):
         load_runbook_text(text)
-    from workflows._actions import Retry
+    from sternway.workflows._actions import Retry
 
     with pytest.raises(SpecError, match="max_attempts"):
         Retry(max_attempts=5000)
@@ -237,7 +237,7 @@ def test_retry_policies_whose_worst_case_cannot_fit_the_history_are_refused() ->
 
 def test_status_over_budget_is_truncated_with_a_marker() -> None:
     status = RunStatus(run_id="r", action="a")
-    from workflows.models import JobStatus
+    from sternway.workflows.models import JobStatus
 
     status.jobs = [JobStatus(name=f"j{i}", output={"blob": "x" * 200_000}) for i in range(10)]
     status.jobs[0].detail = "d" * 100_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sternway.workflows._runbook import load_runbook_text
+from sternway.workflows.errors import SpecError
 from tests.cli import cli_env, sternway
-from workflows._runbook import load_runbook_text
-from workflows.errors import SpecError
 
 FLOW_TYPE = """name: t
 args:

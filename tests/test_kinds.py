@@ -21,13 +21,13 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities import JobContext
-from activities._kinds import KINDS, TAIL_BYTES
 from sternway import RunHandle, submit
-from worker import create_worker
-from workflows._actions import Action, Registry
-from workflows.errors import JobError, JobRejected
-from workflows.models import CallSpec, JobSpec, Plan, RetrySpec, RunStatus
+from sternway.activities import JobContext
+from sternway.activities._kinds import KINDS, TAIL_BYTES
+from sternway.worker import create_worker
+from sternway.workflows._actions import Action, Registry
+from sternway.workflows.errors import JobError, JobRejected
+from sternway.workflows.models import CallSpec, JobSpec, Plan, RetrySpec, RunStatus
 
 # --------------------------------------------------------------------------------- helpers
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
 from sternway import Action, ArgsError, Job, Registry, Retry, SpecError
+from sternway.workflows.models import RetrySpec, parse_duration
 from tests.scripted import step, undo
-from workflows.models import RetrySpec, parse_duration
 
 
 def job(name: str, *after: str) -> Job:
@@ -110,9 +110,9 @@ def test_plans_are_recorded_without_their_defaults_and_read_back_whole() -> None
     defaults is written, and reading it back gives the same plan (every shipped and test plan)."""
     from temporalio.contrib.pydantic import pydantic_data_converter
 
+    from sternway.worker import load_registry
+    from sternway.workflows.models import CallSpec, JobSpec, ResolvedRun
     from tests.scripted import REGISTRY
-    from worker import load_registry
-    from workflows.models import CallSpec, JobSpec, ResolvedRun
 
     converter = pydantic_data_converter.payload_converter
     spec = JobSpec(name="a", execute=CallSpec(kind="noop", **{"with": {"n": 1}}))

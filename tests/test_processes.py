@@ -13,8 +13,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from starter._dev import port_open
 from sternway import RunHandle, submit
+from sternway.starter._dev import port_open
 from tests.cli import BIN, REPO, cli_env, sternway
 from tests.helpers import free_port, wait_for
 

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, seed, settings
 
+from sternway.worker import create_worker
 from tests.propgen import Case, Outcome, cases, check, drive, registry
-from worker import create_worker
 
 BATCH = 50
 

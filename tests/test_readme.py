@@ -11,8 +11,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from sternway.worker import create_worker, load_registry
 from tests.cli import REPO, cli_env, sternway
-from worker import create_worker, load_registry
 
 README = (REPO / "README.md").read_text()
 

@@ -18,13 +18,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
 from sternway._catalog import served_actions
+from sternway.worker import create_worker, load_registry, run_worker
+from sternway.workflows._actions import Registry
+from sternway.workflows._catalog import ServedAction
+from sternway.workflows._runbook import runbook_version
+from sternway.workflows.models import JobState
 from tests.cli import cli_env, sternway
 from tests.helpers import wait_for
-from worker import create_worker, load_registry, run_worker
-from workflows._actions import Registry
-from workflows._catalog import ServedAction
-from workflows._runbook import runbook_version
-from workflows.models import JobState
 
 SAY = "import sys; print(sys.argv[1])"
 

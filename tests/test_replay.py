@@ -20,6 +20,9 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from sternway import RunHandle, submit
+from sternway.worker import create_worker, load_registry, workflow_runner
+from sternway.workflows import ActionWorkflow
+from sternway.workflows.models import CHUNK_WORKFLOW, SANDBOX_MODES
 from tests.cli import REPO
 from tests.helpers import wait_for
 from tests.nondeterministic import (
@@ -27,9 +30,6 @@ from tests.nondeterministic import (
     OldestFirstRollbackWorkflow,
     WallClockWorkflow,
 )
-from worker import create_worker, load_registry, workflow_runner
-from workflows import ActionWorkflow
-from workflows.models import CHUNK_WORKFLOW, SANDBOX_MODES
 
 HISTORIES = sorted((REPO / "tests" / "histories").glob("*.json"))
 

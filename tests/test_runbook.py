@@ -20,11 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sternway import ArgsError, RunHandle, SpecError
-from tests.cli import REPO, cli_env, sternway
-from worker import load_registry
-from workflows._expr import render
-from workflows._runbook import load_folder, load_runbook, load_runbook_text, runbook_version
-from workflows.models import (
+from sternway.worker import load_registry
+from sternway.workflows._expr import render
+from sternway.workflows._runbook import (
+    load_folder,
+    load_runbook,
+    load_runbook_text,
+    runbook_version,
+)
+from sternway.workflows.models import (
     CallSpec,
     CommandResult,
     EachSpec,
@@ -33,6 +37,7 @@ from workflows.models import (
     RetrySpec,
     RunState,
 )
+from tests.cli import REPO, cli_env, sternway
 
 ACTIONS = REPO / "actions"
 
@@ -922,7 +927,7 @@ def test_a_runbook_named_like_a_python_action_names_both_sources(tmp_path: Path)
         load_registry([], [tmp_path])
     assert str(caught.value) == (
         f"action 'deploy-site' is defined twice: in {tmp_path / 'deploy.yaml'} and in "
-        "Python module activities.site"
+        "Python module sternway.activities.site"
     )
     (tmp_path / "deploy.yaml").write_text("name: same\njobs: [{name: j, run: noop}]\n")
     (tmp_path / "same.yaml").write_text("name: same\njobs: [{name: j, run: noop}]\n")

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from starter._dev import port_open
 from sternway import RunHandle, submit
+from sternway.starter._dev import port_open
+from sternway.worker import create_worker, load_registry
 from tests.cli import REPO, cli_env, sternway
 from tests.helpers import free_port, wait_for
-from worker import create_worker, load_registry
 
 REGISTRY = load_registry(modules=["tests.scripted"])
 

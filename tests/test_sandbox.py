@@ -14,11 +14,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import Registry, RunHandle, submit
+from sternway.worker import create_worker
+from sternway.workflows.models import EachSpec, JobSpec
 from tests.helpers import rollbacks, until_started, wait_for
 from tests.scripted import ACTIONS, step, undo
 from tests.test_flow import action, decide, job, kind, py
-from worker import create_worker
-from workflows.models import EachSpec, JobSpec
 
 
 async def workflow_task_failures(client: Client, workflow_id: str) -> int:

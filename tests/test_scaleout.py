@@ -19,10 +19,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import RunHandle, submit
+from sternway.workflows._actions import Registry
+from sternway.workflows.models import Reason, RunStatus
 from tests import fleet
 from tests.cli import BIN, REPO, cli_env
-from workflows._actions import Registry
-from workflows.models import Reason, RunStatus
 
 RUNS = 60
 WORKERS = 3

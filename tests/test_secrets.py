@@ -36,10 +36,10 @@ from sternway.codec import (
     new_key,
     parse_keys,
 )
+from sternway.worker import load_registry
+from sternway.workflows.models import MASK, RunStatus, clip_masked, mask_fragments, mask_secrets
 from tests.cli import cli_env, sternway
 from tests.test_processes import free_port, spawn, until_http
-from worker import load_registry
-from workflows.models import MASK, RunStatus, clip_masked, mask_fragments, mask_secrets
 
 RUNBOOK = """
 name: secret-use
@@ -454,7 +454,7 @@ async def test_a_run_started_by_any_client_masks_its_memo(
     dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, runbooks: Path, secret: str
 ) -> None:
     """No registry at submit time: the workflow writes the (masked) memo itself."""
-    from worker import create_worker
+    from sternway.worker import create_worker
 
     registry = load_registry(modules=[], folders=[runbooks])
     async with create_worker(dev_env.client, registry, task_queue=task_queue):
@@ -498,7 +498,7 @@ async def test_chunk_runs_of_a_large_each_mask_the_secret_too(
     dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path, secret: str
 ) -> None:
     """Chunks get the run's args and masked args, and mask the same secrets as their parent."""
-    from worker import create_worker
+    from sternway.worker import create_worker
 
     folder = tmp_path / "runbooks"
     folder.mkdir()

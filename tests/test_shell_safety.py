@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from activities._shell_host import (
+from sternway import submit
+from sternway.activities._shell_host import (
     configure_shell_env,
     kill_recorded_group,
     parse_allowlist,
     record_group,
     state_dir,
 )
-from sternway import submit
+from sternway.worker import create_worker
+from sternway.workflows._actions import Action, Registry
+from sternway.workflows._runbook import load_runbook_text
+from sternway.workflows.models import CallSpec, JobSpec, Plan
 from tests.cli import cli_env, sternway
-from worker import create_worker
-from workflows._actions import Action, Registry
-from workflows._runbook import load_runbook_text
-from workflows.models import CallSpec, JobSpec, Plan
 
 CODEC_KEY = "k1:" + "Q" * 43 + "="
 API_KEY = "tk-api-key-0123456789abcdef"

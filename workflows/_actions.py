@@ -16,8 +16,8 @@ import pydantic
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 
-from workflows.errors import ArgsError, SpecError
-from workflows.models import (
+from sternway.workflows.errors import ArgsError, SpecError
+from sternway.workflows.models import (
     MAX_ATTEMPTS,
     CallSpec,
     JobSpec,
@@ -316,7 +316,9 @@ class Registry:
         try:
             return self._actions[name]
         except KeyError:
-            from workflows._runbook import _suggest  # the loader's "did you mean", on error only
+            from sternway.workflows._runbook import (
+                _suggest,  # the loader's "did you mean", on error only
+            )
 
             known = ", ".join(sorted(self._actions)) or "none"
             hint = _suggest(name, self._actions)

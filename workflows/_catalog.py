@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows._actions import Registry
+    from sternway.workflows._actions import Registry
 
 __all__ = ["CATALOG", "CatalogActivity", "CatalogWorkflow", "ServedAction"]
 

@@ -45,11 +45,11 @@ from pydantic import (
 from pydantic_core import core_schema, to_jsonable_python
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from workflows._actions import Action
-from workflows._argv import argv_text
-from workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
-from workflows.errors import SpecError
-from workflows.models import (
+from sternway.workflows._actions import Action
+from sternway.workflows._argv import argv_text
+from sternway.workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
+from sternway.workflows.errors import SpecError
+from sternway.workflows.models import (
     ACTIVITY_KINDS,
     HTTP_METHODS,
     JOB_KINDS,

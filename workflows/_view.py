@@ -9,7 +9,7 @@ run's own state (which its logic reads) is never changed by it.
 
 from __future__ import annotations
 
-from workflows.models import JobState, JobStatus, RunStatus
+from sternway.workflows.models import JobState, JobStatus, RunStatus
 
 __all__ = ["undone_view"]
 

@@ -37,9 +37,9 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from workflows._expr import ExpressionError, render, truthy
-    from workflows._view import undone_view
-    from workflows.models import (
+    from sternway.workflows._expr import ExpressionError, render, truthy
+    from sternway.workflows._view import undone_view
+    from sternway.workflows.models import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
         ACTIVITY_ROLLBACK,

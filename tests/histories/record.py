@@ -35,10 +35,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import RunHandle, submit
+from sternway.worker import configure_logging, create_worker, load_registry
+from sternway.workflows.models import RunStatus
 from tests.conftest import SEARCH_ATTRIBUTES, binary
 from tests.helpers import free_port, wait_for
-from worker import configure_logging, create_worker, load_registry
-from workflows.models import RunStatus
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent

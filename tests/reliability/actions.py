@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from activities import JobContext, RollbackContext
-from workflows._actions import Action, Job, Retry
-from workflows.errors import JobError
+from sternway.activities import JobContext, RollbackContext
+from sternway.workflows._actions import Action, Job, Retry
+from sternway.workflows.errors import JobError
 
 __all__ = ["ACTIONS", "CHAIN", "DAG", "RelArgs", "undo", "work"]
 

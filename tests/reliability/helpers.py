@@ -16,8 +16,8 @@ from temporalio.api.enums.v1 import TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from sternway.workflows.models import AttemptLog
 from tests.cli import BIN, REPO, cli_env
-from workflows.models import AttemptLog
 
 T = TypeVar("T")
 

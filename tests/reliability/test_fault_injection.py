@@ -20,6 +20,9 @@ import pytest
 from temporalio.api.history.v1 import HistoryEvent
 
 from sternway import submit
+from sternway.worker import create_worker, load_registry
+from sternway.workflows._actions import Action
+from sternway.workflows.models import RunStatus
 from tests.cli import cli_env, sternway
 from tests.reliability.actions import CHAIN, DAG, INJECTED
 from tests.reliability.conftest import Server
@@ -37,9 +40,6 @@ from tests.reliability.helpers import (
     undone,
     until,
 )
-from worker import create_worker, load_registry
-from workflows._actions import Action
-from workflows.models import RunStatus
 
 SHAPES = {"chain": CHAIN, "dag": DAG}
 CASES = [(shape, job.name) for shape, action in SHAPES.items() for job in action.jobs]

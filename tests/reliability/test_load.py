@@ -16,9 +16,11 @@ import pytest
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from starter.cli import connect
 from sternway import CommandRefused, RunHandle, submit
 from sternway._client import list_runs
+from sternway.starter.cli import connect
+from sternway.worker import load_registry
+from sternway.workflows.models import TERMINAL_RUN_STATES, RunStatus
 from tests.cli import cli_env, sternway
 from tests.reliability.actions import CHAIN
 from tests.reliability.conftest import Server
@@ -36,8 +38,6 @@ from tests.reliability.helpers import (
     undone,
     until,
 )
-from worker import load_registry
-from workflows.models import TERMINAL_RUN_STATES, RunStatus
 
 pytestmark = [pytest.mark.heavy, pytest.mark.timeout(600)]
 

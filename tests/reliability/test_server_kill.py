@@ -13,9 +13,10 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from starter._dev import DevServer
-from starter.cli import connect
 from sternway import RunHandle, submit
+from sternway.starter._dev import DevServer
+from sternway.starter.cli import connect
+from sternway.workflows.models import TERMINAL_RUN_STATES, RunStatus
 from tests.helpers import free_port
 from tests.reliability.actions import CHAIN, DAG
 from tests.reliability.helpers import (
@@ -27,7 +28,6 @@ from tests.reliability.helpers import (
     record,
     until,
 )
-from workflows.models import TERMINAL_RUN_STATES, RunStatus
 
 SEED = int(os.environ.get("STERNWAY_RELIABILITY_SEED", "20261129"))
 RUNS = 10

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sternway import submit
+from sternway.workflows.models import RunStatus
 from tests.reliability.conftest import Server
 from tests.reliability.helpers import WorkerProcess, until
-from workflows.models import RunStatus
 
 # Each start appends "start <pid> survivors:<pids of earlier starts still running>" to $1/starts,
 # writes "<shell pid> <grandchild pid>" to $1/pids.<n>, and waits for the grandchild: 60 s the

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sternway import RunHandle, submit
+from sternway.workflows.models import RunStatus
 from tests.reliability.actions import CHAIN, DAG
 from tests.reliability.conftest import Server
 from tests.reliability.helpers import (
@@ -33,7 +34,6 @@ from tests.reliability.helpers import (
     task_timeouts,
     until,
 )
-from workflows.models import RunStatus
 
 SEED = int(os.environ.get("STERNWAY_RELIABILITY_SEED", "20261129"))
 KILLS = 6
