@@ -285,7 +285,9 @@ def test_the_image_gets_every_package_and_no_local_state() -> None:
     copied = " ".join(instructions("COPY"))
     # sternway/ links to the folders at the top (docs/architecture.md): each link's target is
     # copied too, or the image's `pip install .` would follow a dangling link.
-    linked = [p.name for p in (REPO / "sternway").iterdir() if p.is_symlink() and p.name != "actions"]
+    linked = [
+        p.name for p in (REPO / "sternway").iterdir() if p.is_symlink() and p.name != "actions"
+    ]
     assert linked, "sternway/ holds no links: update this test to the layout"
     for name in [*packages, *project["tool"]["setuptools"].get("py-modules", []), *linked]:
         assert re.search(rf"(^| ){re.escape(name)}( |$)", copied), name
