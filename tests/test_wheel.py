@@ -21,6 +21,7 @@ from tests.cli import REPO
 from tests.helpers import free_port
 
 SHIPPED = sorted(p.stem for p in (REPO / "actions").glob("*.y*ml"))
+PARENT_PTH = "_parent.pth"
 
 
 def _sources(into: Path) -> Path:
@@ -78,7 +79,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    (Path(purelib) / "_parent.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (Path(purelib) / PARENT_PTH).write_text(sysconfig.get_paths()["purelib"] + "\n")
     return venv
 
 
@@ -116,6 +117,10 @@ def test_the_installed_wheel_lists_the_shipped_runbooks_from_outside_the_clone(
     assert package.is_relative_to(venv) and not package.is_relative_to(REPO)
     assert sorted(p.stem for p in (package / "actions").glob("*.y*ml")) == SHIPPED
     assert not (package / "actions").is_symlink()
+    assert (package / "py.typed").is_file()  # PEP 561: a user's type checker reads the types
+    # One import name: nothing else (no `workflows`, `worker`, ...) lands in site-packages.
+    installed = {p.name for p in package.parent.iterdir() if not p.name.endswith(".dist-info")}
+    assert installed == {"sternway", PARENT_PTH}
 
     listed = _run(venv, tmp_path, "sternway", "actions")
     assert listed.returncode == 0, listed.stdout + listed.stderr
