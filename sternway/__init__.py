@@ -12,70 +12,52 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# One table drives the facade: ``__all__``, the lazy ``__getattr__`` and ``__dir__`` all read
+# _EXPORTS. The imports under TYPE_CHECKING say the same to type checkers, which cannot read a
+# table (``as`` re-exports them explicitly); tests/test_facade.py checks that both agree.
 if TYPE_CHECKING:
-    from sternway._client import RunHandle, submit
-    from sternway.activities import JobContext, RollbackContext
-    from sternway.workflows._actions import Action, Job, Registry, Retry
-    from sternway.workflows.errors import (
-        ArgsError,
-        ClientError,
-        CommandRefused,
-        JobError,
-        JobRejected,
-        RunNotFound,
-        ServerUnreachable,
-        SpecError,
-        SternwayError,
-    )
-    from sternway.workflows.models import JobState, Reason, RunState, RunStatus
+    from sternway._client import RunHandle as RunHandle
+    from sternway._client import submit as submit
+    from sternway.activities import JobContext as JobContext
+    from sternway.activities import RollbackContext as RollbackContext
+    from sternway.workflows._actions import Action as Action
+    from sternway.workflows._actions import Job as Job
+    from sternway.workflows._actions import Registry as Registry
+    from sternway.workflows._actions import Retry as Retry
+    from sternway.workflows.errors import ArgsError as ArgsError
+    from sternway.workflows.errors import ClientError as ClientError
+    from sternway.workflows.errors import CommandRefused as CommandRefused
+    from sternway.workflows.errors import JobError as JobError
+    from sternway.workflows.errors import JobRejected as JobRejected
+    from sternway.workflows.errors import RunNotFound as RunNotFound
+    from sternway.workflows.errors import ServerUnreachable as ServerUnreachable
+    from sternway.workflows.errors import SpecError as SpecError
+    from sternway.workflows.errors import SternwayError as SternwayError
+    from sternway.workflows.models import JobState as JobState
+    from sternway.workflows.models import Reason as Reason
+    from sternway.workflows.models import RunState as RunState
+    from sternway.workflows.models import RunStatus as RunStatus
 
-_WHERE = {
-    "JobContext": "sternway.activities",
-    "RollbackContext": "sternway.activities",
-    "RunHandle": "sternway._client",
-    "submit": "sternway._client",
-    "Action": "sternway.workflows._actions",
-    "Job": "sternway.workflows._actions",
-    "Registry": "sternway.workflows._actions",
-    "Retry": "sternway.workflows._actions",
-    "ArgsError": "sternway.workflows.errors",
-    "ClientError": "sternway.workflows.errors",
-    "CommandRefused": "sternway.workflows.errors",
-    "JobError": "sternway.workflows.errors",
-    "JobRejected": "sternway.workflows.errors",
-    "RunNotFound": "sternway.workflows.errors",
-    "ServerUnreachable": "sternway.workflows.errors",
-    "SpecError": "sternway.workflows.errors",
-    "SternwayError": "sternway.workflows.errors",
-    "JobState": "sternway.workflows.models",
-    "Reason": "sternway.workflows.models",
-    "RunState": "sternway.workflows.models",
-    "RunStatus": "sternway.workflows.models",
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "sternway._client": ("RunHandle", "submit"),
+    "sternway.activities": ("JobContext", "RollbackContext"),
+    "sternway.workflows._actions": ("Action", "Job", "Registry", "Retry"),
+    "sternway.workflows.errors": (
+        "ArgsError",
+        "ClientError",
+        "CommandRefused",
+        "JobError",
+        "JobRejected",
+        "RunNotFound",
+        "ServerUnreachable",
+        "SpecError",
+        "SternwayError",
+    ),
+    "sternway.workflows.models": ("JobState", "Reason", "RunState", "RunStatus"),
 }
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = [
-    "Action",
-    "ArgsError",
-    "ClientError",
-    "CommandRefused",
-    "Job",
-    "JobContext",
-    "JobError",
-    "JobRejected",
-    "JobState",
-    "Reason",
-    "Registry",
-    "Retry",
-    "RollbackContext",
-    "RunHandle",
-    "RunNotFound",
-    "RunState",
-    "RunStatus",
-    "ServerUnreachable",
-    "SpecError",
-    "SternwayError",
-    "submit",
-]
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:

@@ -45,12 +45,14 @@ def cli_env(address: str, task_queue: str, **extra: str) -> dict[str, str]:
     return env
 
 
-async def run(argv: list[str], env: dict[str, str], timeout: float = 60.0) -> Result:
+async def run(
+    argv: list[str], env: dict[str, str], timeout: float = 60.0, cwd: Path = REPO
+) -> Result:
     """Run a command to its end."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -60,9 +62,11 @@ async def run(argv: list[str], env: dict[str, str], timeout: float = 60.0) -> Re
     )
 
 
-async def sternway(env: dict[str, str], *args: str, timeout: float = 60.0) -> Result:
-    """Run the ``sternway`` console script."""
-    return await run([str(BIN / "sternway"), *args], env, timeout)
+async def sternway(
+    env: dict[str, str], *args: str, timeout: float = 60.0, cwd: Path = REPO
+) -> Result:
+    """Run the ``sternway`` console script (in ``cwd``, by default the repository)."""
+    return await run([str(BIN / "sternway"), *args], env, timeout, cwd)
 
 
 async def temporal(address: str, *args: str) -> Result:

@@ -16,11 +16,15 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from temporalio.envconfig import ClientConfig
 
 from sternway.starter._dev import port_open
@@ -271,12 +275,50 @@ def test_the_dockerfile_builds_a_pinned_non_root_runtime_image() -> None:
     # Everything after USER runs unprivileged, and no RUN comes after it.
     assert "RUN" not in keywords[keywords.index("USER") :]
     installs = [args for args in instructions("RUN") if "pip install" in args]
-    assert len(installs) == 1 and "pip install . " in installs[0] + " "
-    assert "[test]" not in (REPO / "Dockerfile").read_text()
+    # One install of the package alone (no extras: no test tools, no dev server), every
+    # version pinned by constraints.txt.
+    assert len(installs) == 1
+    assert "pip install --constraint constraints.txt . " in installs[0] + " "
+    assert "[" not in installs[0]
     assert image_command() == ["sternway", "worker"]
     env = image_env()
     assert instructions("EXPOSE") == [env["STERNWAY_METRICS_PORT"]]
-    assert f"actions {env['STERNWAY_ACTIONS_PATH']}" in instructions("COPY")
+    # The runbooks folder links to the installed package's own (package data, see
+    # tests/test_wheel.py): the link's source, worked out here by sh from outside the clone as
+    # in the image, holds the shipped runbooks.
+    ln, flag, source, target = shlex.split(installs[0].split("&&")[-1])
+    assert (ln, flag, target) == ("ln", "-s", env["STERNWAY_ACTIONS_PATH"])
+    shell = subprocess.run(
+        ["/bin/sh", "-c", f'echo "{source}"'],
+        cwd="/", env=_base_env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    folder = Path(shell.stdout.strip())
+    assert folder.name == "actions" and folder.parent.name == "sternway", shell.stdout
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(
+        p.name for p in (REPO / "actions").glob("*.yaml")
+    )
+
+
+def test_the_constraints_file_pins_every_runtime_dependency_within_its_range() -> None:
+    assert "constraints.txt" in " ".join(instructions("COPY")).split()
+    pins: dict[str, Version] = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = Version(version)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"]:
+        requirement = Requirement(text)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not in constraints.txt"
+        assert requirement.specifier.contains(pinned), f"{requirement} excludes {pinned}"
+    # Only the runtime closure: nothing of the extras (the dev server, the test tools).
+    extras = {
+        canonicalize_name(Requirement(text).name)
+        for group in project["optional-dependencies"].values()
+        for text in group
+    }
+    assert not extras & set(pins), extras & set(pins)
 
 
 def test_the_image_gets_every_package_and_no_local_state() -> None:
@@ -285,9 +327,7 @@ def test_the_image_gets_every_package_and_no_local_state() -> None:
     copied = " ".join(instructions("COPY"))
     # sternway/ links to the folders at the top (docs/architecture.md): each link's target is
     # copied too, or the image's `pip install .` would follow a dangling link.
-    linked = [
-        p.name for p in (REPO / "sternway").iterdir() if p.is_symlink() and p.name != "actions"
-    ]
+    linked = [p.name for p in (REPO / "sternway").iterdir() if p.is_symlink()]
     assert linked, "sternway/ holds no links: update this test to the layout"
     for name in [*packages, *project["tool"]["setuptools"].get("py-modules", []), *linked]:
         assert re.search(rf"(^| ){re.escape(name)}( |$)", copied), name
@@ -302,7 +342,7 @@ def test_the_image_gets_every_package_and_no_local_state() -> None:
 
 
 def _container_path(path: str) -> str:
-    """Where the image's files are in this checkout (the image copies them from it)."""
+    """Where the image's files are in this checkout (the image installs them from it)."""
     return str(REPO / "actions") if path == image_env()["STERNWAY_ACTIONS_PATH"] else path
 
 
