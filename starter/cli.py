@@ -1213,16 +1213,8 @@ async def codec_server(
     """
     import signal
 
-    from sternway.codec import (
-        KEY_FILE_ENV,
-        KEYS_ENV,
-        TOKEN_ENV,
-        CodecConfigError,
-        codec_from_env,
-        make_codec_server,
-        new_token,
-        serve_in_thread,
-    )
+    from sternway.codec import KEY_FILE_ENV, KEYS_ENV, CodecConfigError, codec_from_env
+    from sternway.codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread
 
     codec = codec_from_env()
     if codec is None:
