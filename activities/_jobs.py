@@ -29,11 +29,14 @@ from sternway.activities._context import (
 )
 from sternway.activities._kinds import KINDS
 from sternway.workflows._actions import Registry
-from sternway.workflows.errors import ArgsError, JobError, JobRejected, SpecError
-from sternway.workflows.models import (
+from sternway.workflows._protocol import (
     ACTIVITY_EXECUTE,
     ACTIVITY_RESOLVE,
     ACTIVITY_ROLLBACK,
+    ErrorType,
+)
+from sternway.workflows.errors import ArgsError, JobError, JobRejected, SpecError
+from sternway.workflows.models import (
     MAX_OUTPUT_BYTES,
     AttemptReport,
     CallSpec,
@@ -73,11 +76,14 @@ def _failure(ctx: BaseContext, err: BaseException) -> ApplicationError:
             return ApplicationError(
                 "the worker shut down during the attempt",
                 report.model_dump(mode="json"),
-                type="WorkerShutdown",
+                type=ErrorType.WORKER_SHUTDOWN,
             )
         report.reason = Reason.CANCELLED
         return ApplicationError(
-            "cancelled", report.model_dump(mode="json"), type="Cancelled", non_retryable=True
+            "cancelled",
+            report.model_dump(mode="json"),
+            type=ErrorType.CANCELLED,
+            non_retryable=True,
         )
     if isinstance(err, JobRejected | ArgsError | SpecError):
         report.reason = Reason.REJECTED
@@ -86,7 +92,7 @@ def _failure(ctx: BaseContext, err: BaseException) -> ApplicationError:
             ctx.mask(str(err)), report.model_dump(mode="json"), type=type_, non_retryable=True
         )
     if isinstance(err, JobError):
-        report.reason = Reason(err.reason)
+        report.reason = err.reason
         return ApplicationError(
             ctx.mask(err.message),
             report.model_dump(mode="json"),
@@ -114,7 +120,7 @@ def _check_output(job: str, output: Any) -> None:
         raise JobError(
             f"job {job!r} returned None: a job must return a JSON value "
             "(return True or {} when there is nothing to report)",
-            type="InvalidOutput",
+            type=ErrorType.INVALID_OUTPUT,
             non_retryable=True,
         )
     try:
@@ -122,14 +128,14 @@ def _check_output(job: str, output: Any) -> None:
     except (TypeError, ValueError) as err:
         raise JobError(
             f"job {job!r} returned something that is not JSON: {err}",
-            type="InvalidOutput",
+            type=ErrorType.INVALID_OUTPUT,
             non_retryable=True,
         ) from None
     if size > MAX_OUTPUT_BYTES:
         raise JobError(
             f"job {job!r} returned {size} bytes of output, more than the limit of "
             f"{MAX_OUTPUT_BYTES} bytes: keep large data outside the run and return a reference",
-            type="OutputTooLarge",
+            type=ErrorType.OUTPUT_TOO_LARGE,
             non_retryable=True,
         )
 

@@ -69,6 +69,7 @@ import httpx
 from sternway.activities import _shell_host
 from sternway.activities._context import JobContext, RollbackContext, call_job_function
 from sternway.workflows._argv import argv_text
+from sternway.workflows._protocol import ErrorType, Reason
 from sternway.workflows.errors import JobError, JobRejected
 from sternway.workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
 
@@ -397,7 +398,7 @@ def _tails(ctx: Context, process: _Process, hidden: list[str]) -> tuple[str, str
 
 
 def _bad_command(message: str) -> JobError:
-    return JobError(message, type="BadCommand", reason="bad_exit", non_retryable=True)
+    return JobError(message, type=ErrorType.BAD_COMMAND, reason=Reason.BAD_EXIT, non_retryable=True)
 
 
 async def shell(ctx: Context) -> Any:
@@ -468,17 +469,19 @@ async def shell(ctx: Context) -> Any:
         assert command.timeout is not None
         raise JobError(
             f"timed out after {command.timeout:g}s: the process group was killed",
-            type="Timeout",
-            reason="timeout",
+            type=ErrorType.TIMEOUT,
+            reason=Reason.TIMEOUT,
         )
     if code == 0:
         return {"exit_code": 0, "stdout": stdout, "stderr": stderr}
     if code is None:  # pragma: no cover - the exit event is set only once the code is known
-        raise JobError("the process ended with no exit code", type="BadExit", reason="bad_exit")
+        raise JobError(
+            "the process ended with no exit code", type=ErrorType.BAD_EXIT, reason=Reason.BAD_EXIT
+        )
     raise JobError(
         _exit_message(ctx, code, stderr),
-        type="BadExit",
-        reason="bad_exit",
+        type=ErrorType.BAD_EXIT,
+        reason=Reason.BAD_EXIT,
         non_retryable=code in command.non_retryable_exit_codes,
     )
 
@@ -655,10 +658,14 @@ async def http(ctx: Context) -> Any:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException):
         raise JobError(
-            f"{what} timed out after {request.timeout:g}s", type="HttpError", reason="timeout"
+            f"{what} timed out after {request.timeout:g}s",
+            type=ErrorType.HTTP_ERROR,
+            reason=Reason.TIMEOUT,
         ) from None
     except httpx.HTTPError as err:
-        raise JobError(f"{what} failed: {type(err).__name__}: {err}", type="HttpError") from None
+        raise JobError(
+            f"{what} failed: {type(err).__name__}: {err}", type=ErrorType.HTTP_ERROR
+        ) from None
     status = response.status_code
     expected = 200 <= status < 300 if request.expect is None else status in request.expect
     if not expected:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from sternway.activities._jobs import JobContext, RollbackContext
 from sternway.workflows._actions import Action, Job, Retry
+from sternway.workflows._protocol import ErrorType
 from sternway.workflows.errors import JobError
 
 __all__ = ["DeploySiteArgs", "deploy_site"]
@@ -87,7 +88,7 @@ def _release_in(releases: Path, path: str) -> Path:
     if real.parent != folder:
         raise JobError(
             f"refusing to remove {real}: it is not a release in {folder}",
-            type="OutsideRoot",
+            type=ErrorType.OUTSIDE_ROOT,
             non_retryable=True,
         )
     return real

@@ -22,8 +22,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from sternway.workflows._protocol import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 from sternway.workflows.errors import ArgsError, ServerUnreachable
-from sternway.workflows.models import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 
 __all__ = ["SQLITE_PRAGMAS", "DevServer", "register_search_attributes", "temporal_binary"]
 

@@ -11,7 +11,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from sternway.workflows._catalog import CATALOG, ServedAction
+from sternway.workflows._catalog import ServedAction
+from sternway.workflows._protocol import CATALOG
 
 __all__ = ["served_actions"]
 

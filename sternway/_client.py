@@ -33,11 +33,15 @@ from temporalio.common import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from sternway.workflows._protocol import (
+    SEARCH_ATTRIBUTE_REQUESTOR,
+    SEARCH_ATTRIBUTE_STATE,
+    ErrorType,
+    Handler,
+)
 from sternway.workflows.errors import ArgsError, CommandRefused, RunNotFound
 from sternway.workflows.models import (
     DEFAULT_TASK_QUEUE,
-    SEARCH_ATTRIBUTE_REQUESTOR,
-    SEARCH_ATTRIBUTE_STATE,
     TERMINAL_RUN_STATES,
     CommandResult,
     JobState,
@@ -148,7 +152,7 @@ class RunHandle:
         process costs as much again as the query itself.
         """
         try:
-            raw = await self._handle.query("status", result_type=RawValue)
+            raw = await self._handle.query(Handler.STATUS, result_type=RawValue)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(f"no run {self.run_id!r}") from None
@@ -217,29 +221,31 @@ class RunHandle:
 
     async def stop(self, *, rollback: bool = True, reason: str = "") -> CommandResult:
         """Stop the run, rolling back its started jobs unless ``rollback`` is false."""
-        return await self._command("stop", StopCommand(rollback=rollback, reason=reason))
+        return await self._command(Handler.STOP, StopCommand(rollback=rollback, reason=reason))
 
     async def suspend(self, *, now: bool = False) -> CommandResult:
         """Start no new jobs; ``now`` also cancels running jobs, which re-run on resume."""
-        return await self._command("suspend", SuspendCommand(now=now))
+        return await self._command(Handler.SUSPEND, SuspendCommand(now=now))
 
     async def resume(self) -> CommandResult:
         """Resume a suspended run."""
-        return await self._command("resume", {})
+        return await self._command(Handler.RESUME, {})
 
     async def approve(
         self, job: str, *, token: str | None = None, comment: str = ""
     ) -> CommandResult:
         """Approve the approval job ``job`` (with its ``token`` when the job requires one)."""
         return await self._command(
-            "approve", {"job": job, "token": token or "", "comment": comment}
+            Handler.APPROVE, {"job": job, "token": token or "", "comment": comment}
         )
 
     async def reject(
         self, job: str, *, token: str | None = None, reason: str = ""
     ) -> CommandResult:
         """Reject the approval job ``job``: it fails, and the run rolls back."""
-        return await self._command("reject", {"job": job, "token": token or "", "comment": reason})
+        return await self._command(
+            Handler.REJECT, {"job": job, "token": token or "", "comment": reason}
+        )
 
     async def _command(self, name: str, payload: Any) -> CommandResult:
         try:
@@ -249,7 +255,7 @@ class RunHandle:
             return result
         except WorkflowUpdateFailedError as err:
             cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "CommandRefused":
+            if isinstance(cause, ApplicationError) and cause.type == ErrorType.COMMAND_REFUSED:
                 raise CommandRefused(cause.message) from None
             # Any other failed update (e.g. a worker too old to know the command) is a refusal
             # too: nothing changed in the run.
@@ -261,7 +267,7 @@ class RunHandle:
         # The run does not exist, or it has closed and can take no more commands.
         description = await self._describe()
         state = _state_of(description.status, description.typed_search_attributes.get(STATE_KEY))
-        if name == "stop" and state == RunState.STOPPED.value:
+        if name == Handler.STOP and state == RunState.STOPPED.value:
             # Stop is idempotent (DESIGN.md): a stopped run is what the caller asked for.
             return CommandResult(state=RunState.STOPPED, message="the run is already stopped")
         raise CommandRefused(f"the run is {state}: it has finished and takes no {name}") from None

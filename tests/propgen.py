@@ -29,15 +29,10 @@ from temporalio.testing import WorkflowEnvironment
 from sternway import ArgsError, CommandRefused, RunHandle, submit
 from sternway.activities import JobContext, RollbackContext
 from sternway.workflows._actions import Action, Job, Registry
+from sternway.workflows._protocol import SEARCH_ATTRIBUTE_STATE
 from sternway.workflows._runbook import load_runbook_text
 from sternway.workflows.errors import JobError
-from sternway.workflows.models import (
-    SEARCH_ATTRIBUTE_STATE,
-    TERMINAL_RUN_STATES,
-    JobState,
-    RunState,
-    RunStatus,
-)
+from sternway.workflows.models import TERMINAL_RUN_STATES, JobState, RunState, RunStatus
 
 # ------------------------------------------------------------------------- the job functions
 

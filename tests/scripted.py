@@ -16,6 +16,7 @@ from sternway.activities import JobContext, RollbackContext
 from sternway.activities.site import deploy_site
 from sternway.workflows._actions import Action, Job, Registry, Retry
 from sternway.workflows.errors import JobError
+from sternway.workflows.models import Reason
 
 EVENTS: defaultdict[str, list[tuple[Any, ...]]] = defaultdict(list)
 
@@ -32,6 +33,7 @@ class Script(BaseModel):
     none_output: list[str] = Field(default_factory=list)
     big_output: list[str] = Field(default_factory=list)  # return more than the output limit
     rollback_fail: list[str] = Field(default_factory=list)
+    reason: dict[str, str] = Field(default_factory=dict)  # the JobError reason, checked or not
 
 
 async def step(ctx: JobContext) -> Any:
@@ -56,6 +58,7 @@ async def step(ctx: JobContext) -> Any:
             f"{job} failed on attempt {ctx.attempt}",
             type=script.error_type.get(job, "Boom"),
             non_retryable=job in script.non_retryable,
+            reason=script.reason.get(job, Reason.ERROR),  # type: ignore[arg-type]
         )
     EVENTS[ctx.run_id].append(("done", job, ctx.attempt))
     if job in script.none_output:

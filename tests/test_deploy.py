@@ -28,11 +28,8 @@ from packaging.version import Version
 from temporalio.envconfig import ClientConfig
 
 from sternway.starter._dev import port_open
-from sternway.workflows.models import (
-    DEFAULT_TASK_QUEUE,
-    SEARCH_ATTRIBUTE_REQUESTOR,
-    SEARCH_ATTRIBUTE_STATE,
-)
+from sternway.workflows._protocol import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
+from sternway.workflows.models import DEFAULT_TASK_QUEUE
 from tests.cli import BIN, REPO, cli_env, sternway, temporal
 from tests.helpers import free_port
 

@@ -22,7 +22,8 @@ from temporalio.workflow import NondeterminismError
 from sternway import RunHandle, submit
 from sternway.worker import create_worker, load_registry, workflow_runner
 from sternway.workflows import ActionWorkflow
-from sternway.workflows.models import CHUNK_WORKFLOW, SANDBOX_MODES
+from sternway.workflows._protocol import CHUNK_WORKFLOW
+from sternway.workflows.models import SANDBOX_MODES
 from tests.cli import REPO
 from tests.helpers import wait_for
 from tests.nondeterministic import (

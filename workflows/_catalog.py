@@ -16,11 +16,9 @@ from temporalio import activity, workflow
 
 with workflow.unsafe.imports_passed_through():
     from sternway.workflows._actions import Registry
+    from sternway.workflows._protocol import CATALOG
 
-__all__ = ["CATALOG", "CatalogActivity", "CatalogWorkflow", "ServedAction"]
-
-CATALOG = "sternway.catalog"
-"""The name of the catalog workflow and of its local activity."""
+__all__ = ["CatalogActivity", "CatalogWorkflow", "ServedAction"]
 
 
 class ServedAction(BaseModel):

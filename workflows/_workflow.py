@@ -38,20 +38,24 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     from sternway.workflows._expr import ExpressionError, render, truthy
-    from sternway.workflows._view import undone_view
-    from sternway.workflows.models import (
+    from sternway.workflows._protocol import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
         ACTIVITY_ROLLBACK,
         CHUNK_WORKFLOW,
+        SEARCH_ATTRIBUTE_REQUESTOR,
+        SEARCH_ATTRIBUTE_STATE,
+        ErrorType,
+        Handler,
+    )
+    from sternway.workflows._view import undone_view
+    from sternway.workflows.models import (
         HISTORY_HALT_BYTES,
         HISTORY_HALT_EVENTS,
         MAX_ARGS_BYTES,
         MAX_COMMENT_CHARS,
         MAX_JOB_INPUT_BYTES,
         MAX_TASK_INPUT_BYTES,
-        SEARCH_ATTRIBUTE_REQUESTOR,
-        SEARCH_ATTRIBUTE_STATE,
         TERMINAL_RUN_STATES,
         ApprovalCommand,
         AttemptLog,
@@ -128,14 +132,14 @@ def _error_of(err: Exception) -> ErrorInfo:
     if isinstance(err, _JobFailure):
         return err.info
     if isinstance(err, ExpressionError):
-        return ErrorInfo(type="ExpressionError", message=str(err))
-    return ErrorInfo(type="InternalError", message=f"{type(err).__name__}: {err}"[:2000])
+        return ErrorInfo(type=ErrorType.EXPRESSION_ERROR, message=str(err))
+    return ErrorInfo(type=ErrorType.INTERNAL_ERROR, message=f"{type(err).__name__}: {err}"[:2000])
 
 
 def _too_large(what: str, size: int, budget: int) -> _JobFailure:
     return _JobFailure(
         ErrorInfo(
-            type="TooLarge",
+            type=ErrorType.TOO_LARGE,
             message=f"{what} is {size} bytes, more than the budget of {budget} bytes "
             "(docs/semantics.md, Size budget): keep large data outside the run",
         )
@@ -150,7 +154,10 @@ def _encoded_size(value: Any, what: str, budget: int) -> int:
         payload = workflow.payload_converter().to_payload(value)
     except Exception as err:
         raise _JobFailure(
-            ErrorInfo(type="NotSerializable", message=f"{what} cannot be serialised: {err}"[:2000])
+            ErrorInfo(
+                type=ErrorType.NOT_SERIALIZABLE,
+                message=f"{what} cannot be serialised: {err}"[:2000],
+            )
         ) from None
     size = len(payload.data)
     if size > budget:
@@ -189,10 +196,10 @@ def _classify(err: ActivityError) -> _Failure:
             report.rollback_data = beat.get("rollback_data")
             report.has_rollback_data = bool(beat.get("has_rollback_data"))
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        info = ErrorInfo(reason=Reason.TIMEOUT, type="Timeout", message=f"{kind} timeout")
+        info = ErrorInfo(reason=Reason.TIMEOUT, type=ErrorType.TIMEOUT, message=f"{kind} timeout")
         return _Failure(info, report, True, infra=cause.type == TimeoutType.HEARTBEAT)
     if isinstance(cause, CancelledError):
-        info = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+        info = ErrorInfo(reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled")
         return _Failure(info, AttemptReport(reason=Reason.CANCELLED), False)
     if isinstance(cause, ApplicationError):
         report = AttemptReport()
@@ -204,7 +211,9 @@ def _classify(err: ActivityError) -> _Failure:
         info = ErrorInfo(
             reason=report.reason, type=cause.type or "ApplicationError", message=cause.message
         )
-        return _Failure(info, report, not cause.non_retryable, infra=cause.type == "WorkerShutdown")
+        return _Failure(
+            info, report, not cause.non_retryable, infra=cause.type == ErrorType.WORKER_SHUTDOWN
+        )
     message = str(cause) if cause is not None else str(err)
     return _Failure(ErrorInfo(type=type(cause).__name__, message=message), AttemptReport(), True)
 
@@ -386,7 +395,7 @@ class ActionWorkflow:
             error=self._failure,
         )
         parent = workflow.get_external_workflow_handle(inp.parent_run_id)
-        await parent.signal("sternway.chunk_done", summary)
+        await parent.signal(Handler.CHUNK_DONE, summary)
         await self._wait(lambda: self._chunk_finish is not None)
         if self._chunk_finish is not None and self._chunk_finish.rollback:
             await self._shielded(asyncio.create_task(self._rollback_all()))
@@ -416,7 +425,7 @@ class ActionWorkflow:
                 timeout,
                 ErrorInfo(
                     reason=Reason.TIMEOUT,
-                    type="RunTimeout",
+                    type=ErrorType.RUN_TIMEOUT,
                     message=f"the run took longer than its timeout of {timeout:g}s",
                 ),
                 lambda: True,
@@ -455,7 +464,7 @@ class ActionWorkflow:
         if events < HISTORY_HALT_EVENTS and size < HISTORY_HALT_BYTES:
             return None
         return ErrorInfo(
-            type="HistoryLimit",
+            type=ErrorType.HISTORY_LIMIT,
             message=f"the run's history reached {events} events and {size} bytes, near "
             "Temporal's limits of 51,200 events and 50 MB: the run halts and rolls back",
         )
@@ -624,7 +633,7 @@ class ActionWorkflow:
         except Exception as err:
             error = _error_of(err).model_copy(update={"job": name})
             self._end_job(self._entry(name), JobState.FAILED, error)
-            if error.type == "HistoryLimit" and self._root is not None:
+            if error.type == ErrorType.HISTORY_LIMIT and self._root is not None:
                 if self._failure is not None and self._failure.type == error.type:
                     # The run halted for its history as this job met it: the job names the cause.
                     self._failure = self._root.failure = self._failure.model_copy(
@@ -799,7 +808,7 @@ class ActionWorkflow:
         for handle in reversed(handles):
             if handle.id in self._chunk_results:
                 continue
-            await handle.signal("sternway.finish", ChunkFinish(rollback=rollback))
+            await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
             result: ChunkResult = await handle
             self._chunk_results[handle.id] = result
             if result.rollback_failed is not None:
@@ -998,7 +1007,9 @@ class ActionWorkflow:
         # Before the attempt starts: a job whose input cannot be sent has not started.
         await self._task_room(_encoded_size(inp, f"the input of job {name!r}", MAX_JOB_INPUT_BYTES))
         if self._scope_halting(scope):
-            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            error = ErrorInfo(
+                reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
+            )
             return _Failure(error, AttemptReport(reason=Reason.CANCELLED), False)
         entry = self._begin(name, job, redelivery)
         delivery = sum(1 for e in job.log if e.attempt == job.attempts)
@@ -1064,7 +1075,9 @@ class ActionWorkflow:
             self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
             self._end_job(job, JobState.COMPLETED, None)
         else:
-            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            error = ErrorInfo(
+                reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
+            )
             self._log_attempt(entry, AttemptReport(), JobState.CANCELLED, error)
             self._end_job(job, JobState.CANCELLED, error)
 
@@ -1108,16 +1121,20 @@ class ActionWorkflow:
             return
         if decision is not None:
             error = ErrorInfo(
-                reason=Reason.REJECTED, type="Rejected", message=decision.comment or "rejected"
+                reason=Reason.REJECTED,
+                type=ErrorType.REJECTED,
+                message=decision.comment or "rejected",
             )
             state = JobState.FAILED
         elif self._scope_halting(scope):
-            error = ErrorInfo(reason=Reason.CANCELLED, type="Cancelled", message="cancelled")
+            error = ErrorInfo(
+                reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
+            )
             state = JobState.CANCELLED
         else:
             error = ErrorInfo(
                 reason=Reason.TIMEOUT,
-                type="ApprovalTimeout",
+                type=ErrorType.APPROVAL_TIMEOUT,
                 message=f"no decision within {deadline:g}s",
             )
             state = JobState.FAILED
@@ -1162,7 +1179,7 @@ class ActionWorkflow:
         for name, handle in self._handles.items():
             if name.startswith(prefix):
                 handle.cancel()
-        self._tell_chunks(prefix, "stop", StopCommand(rollback=False))
+        self._tell_chunks(prefix, Handler.STOP, StopCommand(rollback=False))
 
     # ------------------------------------------------------------------------------- rollback
 
@@ -1281,7 +1298,7 @@ class ActionWorkflow:
             cause = failed.rollback.error if failed.rollback else None
             error = ErrorInfo(
                 reason=(self._failure or self._stop_error or ErrorInfo()).reason,
-                type="RollbackFailed",
+                type=ErrorType.ROLLBACK_FAILED,
                 message=f"rollback of job {self._rollback_failed!r} failed and needs a human: "
                 + (cause.message if cause else "unknown error"),
                 job=self._rollback_failed,
@@ -1357,7 +1374,9 @@ class ActionWorkflow:
             return CommandResult(state=self._status.state, message=message)
         self._stop = cmd
         self._stop_error = error or ErrorInfo(
-            reason=Reason.CANCELLED, type="Stopped", message=cmd.reason or "stopped by request"
+            reason=Reason.CANCELLED,
+            type=ErrorType.STOPPED,
+            message=cmd.reason or "stopped by request",
         )
         self._cancel_running()
         self._changed()
@@ -1403,7 +1422,7 @@ class ActionWorkflow:
 
     def _do_suspend(self, cmd: SuspendCommand) -> CommandResult:
         self._suspended = True
-        self._tell_chunks("", "suspend", cmd)
+        self._tell_chunks("", Handler.SUSPEND, cmd)
         if cmd.now:
             self._suspend_cancelled.update(self._handles)
             for handle in self._handles.values():
@@ -1417,7 +1436,7 @@ class ActionWorkflow:
                 limit,
                 ErrorInfo(
                     reason=Reason.TIMEOUT,
-                    type="SuspendedTooLong",
+                    type=ErrorType.SUSPENDED_TOO_LONG,
                     message=f"the run stayed suspended longer than {limit:g}s",
                 ),
                 lambda: self._suspended and self._suspended_since == suspended_at,
@@ -1431,7 +1450,7 @@ class ActionWorkflow:
 
     def _do_resume(self) -> CommandResult:
         self._suspended = False
-        self._tell_chunks("", "resume", {})
+        self._tell_chunks("", Handler.RESUME, {})
         self._set_state(RunState.RUNNING)
         self._changed()
         return CommandResult(state=RunState.RUNNING, message="resumed")
@@ -1450,94 +1469,100 @@ class ActionWorkflow:
     # exception in a signal handler fails the workflow task, again at every retry, so the run
     # would be stuck. A bad update input is refused; a bad signal is logged and ignored.
 
-    @workflow.update(name="stop")
+    @workflow.update(name=Handler.STOP)
     def stop(self, *args: Any) -> CommandResult:
         """Stop the run: cancel running jobs, then roll back unless ``rollback`` is false."""
-        return self._request_stop(_update_input("stop", StopCommand, args, StopCommand()), False)
+        return self._request_stop(
+            _update_input(Handler.STOP, StopCommand, args, StopCommand()), False
+        )
 
     @stop.validator
     def _validate_stop(self, *args: Any) -> None:
-        _refuse(self._refuse_stop(_update_input("stop", StopCommand, args, StopCommand())))
+        _refuse(self._refuse_stop(_update_input(Handler.STOP, StopCommand, args, StopCommand())))
 
-    @workflow.update(name="suspend")
+    @workflow.update(name=Handler.SUSPEND)
     def suspend(self, *args: Any) -> CommandResult:
         """Start no new jobs (``now``: also cancel running ones, which re-run on resume)."""
-        return self._do_suspend(_update_input("suspend", SuspendCommand, args, SuspendCommand()))
+        return self._do_suspend(
+            _update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+        )
 
     @suspend.validator
     def _validate_suspend(self, *args: Any) -> None:
         _refuse(
-            self._refuse_suspend(_update_input("suspend", SuspendCommand, args, SuspendCommand()))
+            self._refuse_suspend(
+                _update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+            )
         )
 
-    @workflow.update(name="resume")
+    @workflow.update(name=Handler.RESUME)
     def resume(self, *args: Any) -> CommandResult:
         """Resume a suspended run (its input, if any, is an object and says nothing yet)."""
-        _update_input("resume", _Nothing, args, _Nothing())
+        _update_input(Handler.RESUME, _Nothing, args, _Nothing())
         return self._do_resume()
 
     @resume.validator
     def _validate_resume(self, *args: Any) -> None:
-        _update_input("resume", _Nothing, args, _Nothing())
+        _update_input(Handler.RESUME, _Nothing, args, _Nothing())
         _refuse(self._refuse_resume())
 
-    @workflow.update(name="approve")
+    @workflow.update(name=Handler.APPROVE)
     def approve(self, *args: Any) -> CommandResult:
         """Approve a waiting approval job."""
-        return self._decide(_update_input("approve", ApprovalCommand, args), True)
+        return self._decide(_update_input(Handler.APPROVE, ApprovalCommand, args), True)
 
     @approve.validator
     def _validate_approve(self, *args: Any) -> None:
-        _refuse(self._refuse_decision(_update_input("approve", ApprovalCommand, args)))
+        _refuse(self._refuse_decision(_update_input(Handler.APPROVE, ApprovalCommand, args)))
 
-    @workflow.update(name="reject")
+    @workflow.update(name=Handler.REJECT)
     def reject(self, *args: Any) -> CommandResult:
         """Reject a waiting approval job: it fails, and the run rolls back."""
-        return self._decide(_update_input("reject", ApprovalCommand, args), False)
+        return self._decide(_update_input(Handler.REJECT, ApprovalCommand, args), False)
 
     @reject.validator
     def _validate_reject(self, *args: Any) -> None:
-        _refuse(self._refuse_decision(_update_input("reject", ApprovalCommand, args)))
+        _refuse(self._refuse_decision(_update_input(Handler.REJECT, ApprovalCommand, args)))
 
-    @workflow.signal(name="stop")
+    @workflow.signal(name=Handler.STOP)
     def stop_signal(self, *args: Any) -> None:
         """``stop`` as a signal, for the Web UI and ``temporal workflow signal``."""
-        cmd = _signal_input("stop", StopCommand, args, StopCommand())
-        if cmd is not None and not _ignored("stop", self._refuse_stop(cmd)):
+        cmd = _signal_input(Handler.STOP, StopCommand, args, StopCommand())
+        if cmd is not None and not _ignored(Handler.STOP, self._refuse_stop(cmd)):
             self._request_stop(cmd, False)
 
-    @workflow.signal(name="suspend")
+    @workflow.signal(name=Handler.SUSPEND)
     def suspend_signal(self, *args: Any) -> None:
         """``suspend`` as a signal."""
-        cmd = _signal_input("suspend", SuspendCommand, args, SuspendCommand())
-        if cmd is not None and not _ignored("suspend", self._refuse_suspend(cmd)):
+        cmd = _signal_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+        if cmd is not None and not _ignored(Handler.SUSPEND, self._refuse_suspend(cmd)):
             self._do_suspend(cmd)
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name=Handler.RESUME)
     def resume_signal(self, *args: Any) -> None:
         """``resume`` as a signal."""
-        cmd = _signal_input("resume", _Nothing, args, _Nothing())
-        if cmd is not None and not _ignored("resume", self._refuse_resume()):
+        cmd = _signal_input(Handler.RESUME, _Nothing, args, _Nothing())
+        if cmd is not None and not _ignored(Handler.RESUME, self._refuse_resume()):
             self._do_resume()
 
-    @workflow.signal(name="approve")
+    @workflow.signal(name=Handler.APPROVE)
     def approve_signal(self, *args: Any) -> None:
         """``approve`` as a signal."""
-        cmd = _signal_input("approve", ApprovalCommand, args)
-        if cmd is not None and not _ignored("approve", self._refuse_decision(cmd)):
+        cmd = _signal_input(Handler.APPROVE, ApprovalCommand, args)
+        if cmd is not None and not _ignored(Handler.APPROVE, self._refuse_decision(cmd)):
             self._decide(cmd, True)
 
-    @workflow.signal(name="reject")
+    @workflow.signal(name=Handler.REJECT)
     def reject_signal(self, *args: Any) -> None:
         """``reject`` as a signal."""
-        cmd = _signal_input("reject", ApprovalCommand, args)
-        if cmd is not None and not _ignored("reject", self._refuse_decision(cmd)):
+        cmd = _signal_input(Handler.REJECT, ApprovalCommand, args)
+        if cmd is not None and not _ignored(Handler.REJECT, self._refuse_decision(cmd)):
             self._decide(cmd, False)
 
-    @workflow.signal(name="sternway.chunk_done")
+    @workflow.signal(name=Handler.CHUNK_DONE)
     def chunk_done_signal(self, *args: Any) -> None:
         """A chunk's items are done (or it halted); a failure there fails the each job."""
-        summary = _signal_input("sternway.chunk_done", ChunkSummary, args)
+        summary = _signal_input(Handler.CHUNK_DONE, ChunkSummary, args)
         if summary is None:
             return
         self._chunk_done[summary.chunk] = summary
@@ -1546,15 +1571,15 @@ class ActionWorkflow:
             self._fail(owner[0], summary.error)
         self._changed()
 
-    @workflow.signal(name="sternway.finish")
+    @workflow.signal(name=Handler.FINISH)
     def finish_signal(self, *args: Any) -> None:
         """The parent's last word to a chunk."""
-        cmd = _signal_input("sternway.finish", ChunkFinish, args)
+        cmd = _signal_input(Handler.FINISH, ChunkFinish, args)
         if cmd is not None:
             self._chunk_finish = cmd
             self._changed()
 
-    @workflow.query(name="status")
+    @workflow.query(name=Handler.STATUS)
     def status(self) -> RunStatus:
         """The status JSON of the run; also answered on closed runs.
 
@@ -1603,7 +1628,7 @@ def _update_input(
     """The update's input as ``model``; an invalid one refuses the update (nothing changes)."""
     found = _command_input(command, model, args, default)
     if isinstance(found, str):
-        raise ApplicationError(found, type="CommandRefused")
+        raise ApplicationError(found, type=ErrorType.COMMAND_REFUSED)
     return found
 
 
@@ -1636,7 +1661,7 @@ def _note(attempt: int, delivery: int) -> str:
 def _refuse(refusal: str | None) -> None:
     """Validators refuse a command by raising; nothing changes in the run."""
     if refusal:
-        raise ApplicationError(refusal, type="CommandRefused")
+        raise ApplicationError(refusal, type=ErrorType.COMMAND_REFUSED)
 
 
 def _ignored(command: str, refusal: str | None) -> bool:

@@ -18,6 +18,8 @@ the error's ``type`` and which is non-retryable when the error says so.
 
 from __future__ import annotations
 
+from sternway.workflows._protocol import ErrorType, Reason
+
 __all__ = [
     "ArgsError",
     "ClientError",
@@ -47,8 +49,9 @@ class JobError(SternwayError):
     """Raised inside a job to fail the current attempt with a clear message.
 
     ``type`` names the error for retry policies (``non_retryable_error_types``) and status;
-    ``non_retryable=True`` ends the job's retries at once; ``reason`` is one of ``timeout``,
-    ``bad_exit``, ``cancelled``, ``rejected`` or ``error`` (the default).
+    ``non_retryable=True`` ends the job's retries at once; ``reason`` is a :class:`Reason`
+    (``ERROR`` by default). A reason that is not one is refused where the error is made: the
+    attempt then fails with that ``ValueError``, its rollback data kept like any failure's.
     """
 
     def __init__(
@@ -57,20 +60,27 @@ class JobError(SternwayError):
         *,
         type: str | None = None,
         non_retryable: bool = False,
-        reason: str = "error",
+        reason: Reason = Reason.ERROR,
     ):
+        try:
+            checked = Reason(reason)
+        except ValueError:
+            known = ", ".join(repr(r.value) for r in Reason)
+            raise ValueError(f"JobError reason must be one of {known}, not {reason!r}") from None
         super().__init__(message)
         self.message = message
         self.type = type or self.__class__.__name__
         self.non_retryable = non_retryable
-        self.reason = reason
+        self.reason = checked
 
 
 class JobRejected(JobError):
     """The job's input was rejected: never retried, reported with reason ``rejected``."""
 
     def __init__(self, message: str, *, type: str | None = None):
-        super().__init__(message, type=type or "JobRejected", non_retryable=True, reason="rejected")
+        super().__init__(
+            message, type=type or ErrorType.JOB_REJECTED, non_retryable=True, reason=Reason.REJECTED
+        )
 
 
 class ClientError(SternwayError):

@@ -29,12 +29,10 @@ from pydantic import (
     model_validator,
 )
 
+from sternway.workflows._protocol import ErrorType, Reason
+
 __all__ = [
-    "ACTIVITY_EXECUTE",
     "ACTIVITY_KINDS",
-    "ACTIVITY_RESOLVE",
-    "ACTIVITY_ROLLBACK",
-    "CHUNK_WORKFLOW",
     "DEFAULT_TASK_QUEUE",
     "HISTORY_HALT_BYTES",
     "HISTORY_HALT_EVENTS",
@@ -53,8 +51,6 @@ __all__ = [
     "MAX_TASK_INPUT_BYTES",
     "ON_TIMEOUT",
     "SANDBOX_MODES",
-    "SEARCH_ATTRIBUTE_REQUESTOR",
-    "SEARCH_ATTRIBUTE_STATE",
     "TERMINAL_RUN_STATES",
     "TRUNCATED",
     "WORKFLOW_KINDS",
@@ -105,13 +101,6 @@ __all__ = [
 DEFAULT_TASK_QUEUE = "sternway"
 # How workers run the interpreter: with no sandbox (the default) or in Temporal's strict one.
 SANDBOX_MODES = ("off", "strict")
-SEARCH_ATTRIBUTE_STATE = "SternwayState"
-SEARCH_ATTRIBUTE_REQUESTOR = "SternwayRequestor"
-ACTIVITY_RESOLVE = "sternway.resolve"
-ACTIVITY_EXECUTE = "sternway.execute"
-ACTIVITY_ROLLBACK = "sternway.rollback"
-# The workflow type of fan-out chunks: child runs that carry a slice of a large ``each``.
-CHUNK_WORKFLOW = "sternway.each"
 # A job output is kept in history and in every status answer; 256 KiB keeps a run far below
 # Temporal's 2 MiB payload limit even with several large outputs.
 MAX_OUTPUT_BYTES = 256 * 1024
@@ -215,16 +204,6 @@ class JobState(StrEnum):
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
-
-
-class Reason(StrEnum):
-    """Why a job or run failed (the Fn call reasons)."""
-
-    TIMEOUT = "timeout"
-    BAD_EXIT = "bad_exit"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    ERROR = "error"
 
 
 class _Model(BaseModel):
@@ -512,7 +491,7 @@ class ErrorInfo(_Model):
     """Why something failed: a reason, an error type and a message."""
 
     reason: Reason = Reason.ERROR
-    type: str = "Error"
+    type: str = ErrorType.ERROR
     message: str = ""
     job: str | None = None
 
@@ -902,7 +881,7 @@ def _fold_log(entries: list[AttemptLog]) -> list[AttemptLog]:
         return entries
     old, kept = entries[:-_KEPT_ATTEMPTS], entries[-_KEPT_ATTEMPTS:]
     note = ErrorInfo(
-        type="Truncated",
+        type=ErrorType.TRUNCATED,
         message=f"attempts {old[0].attempt}-{old[-1].attempt}: "
         + TRUNCATED.format(sum(len(e.model_dump_json()) for e in old)),
     )

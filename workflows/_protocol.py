@@ -1,0 +1,104 @@
+"""The names Sternway's parts agree on over Temporal: one home for each.
+
+The interpreter, the activities, the client, the CLI and the worker meet only through Temporal,
+by name: the workflow and activity types, the handler names of the commands and the status
+query, the search attribute keys, the reasons and the error types of failures. Each is defined
+here once and imported wherever it is used; none is spelled out anywhere else in the package
+(tests/test_protocol.py checks the error types). The tests spell the names out on purpose: they
+check the contract operators and ``temporal`` CLI users rely on, which a renamed constant would
+otherwise change silently.
+
+Kept free of third-party imports: the workflow sandbox imports it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+__all__ = [
+    "ACTIVITY_EXECUTE",
+    "ACTIVITY_RESOLVE",
+    "ACTIVITY_ROLLBACK",
+    "CATALOG",
+    "CHUNK_WORKFLOW",
+    "SEARCH_ATTRIBUTE_REQUESTOR",
+    "SEARCH_ATTRIBUTE_STATE",
+    "ErrorType",
+    "Handler",
+    "Reason",
+]
+
+# ---------------------------------------------------------------- workflow and activity types
+
+ACTIVITY_RESOLVE: Final = "sternway.resolve"
+ACTIVITY_EXECUTE: Final = "sternway.execute"
+ACTIVITY_ROLLBACK: Final = "sternway.rollback"
+CHUNK_WORKFLOW: Final = "sternway.each"
+"""The workflow type of fan-out chunks: child runs that carry a slice of a large ``each``."""
+CATALOG: Final = "sternway.catalog"
+"""The name of the catalog workflow and of its local activity."""
+
+# ----------------------------------------------------------------------- search attributes
+
+SEARCH_ATTRIBUTE_STATE: Final = "SternwayState"
+SEARCH_ATTRIBUTE_REQUESTOR: Final = "SternwayRequestor"
+
+
+class Handler:
+    """Handler names of a run: each command is both an update (answered) and a signal (for
+    ``temporal workflow signal``); ``status`` is the query."""
+
+    STOP: Final = "stop"
+    SUSPEND: Final = "suspend"
+    RESUME: Final = "resume"
+    APPROVE: Final = "approve"
+    REJECT: Final = "reject"
+    STATUS: Final = "status"
+    CHUNK_DONE: Final = "sternway.chunk_done"
+    """Signal from a fan-out chunk to its parent run: the chunk's summary."""
+    FINISH: Final = "sternway.finish"
+    """Signal from a parent run to its fan-out chunks: end (with or without rollback)."""
+
+
+class Reason(StrEnum):
+    """Why a job or run failed (the Fn call reasons)."""
+
+    TIMEOUT = "timeout"
+    BAD_EXIT = "bad_exit"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    ERROR = "error"
+
+
+class ErrorType:
+    """The ``type`` of the failures Sternway itself raises (``ApplicationError.type`` and a
+    status's ``error.type``), which retry policies (``non_retryable``) and operators match."""
+
+    ERROR: Final = "Error"
+    """A failure with no more precise type."""
+    COMMAND_REFUSED: Final = "CommandRefused"
+    """The run's state does not allow the command; nothing changed."""
+    WORKER_SHUTDOWN: Final = "WorkerShutdown"
+    """The worker stopped during the attempt; retried elsewhere, not counted against the job."""
+    CANCELLED: Final = "Cancelled"
+    STOPPED: Final = "Stopped"
+    TIMEOUT: Final = "Timeout"
+    RUN_TIMEOUT: Final = "RunTimeout"
+    APPROVAL_TIMEOUT: Final = "ApprovalTimeout"
+    SUSPENDED_TOO_LONG: Final = "SuspendedTooLong"
+    REJECTED: Final = "Rejected"
+    JOB_REJECTED: Final = "JobRejected"
+    ROLLBACK_FAILED: Final = "RollbackFailed"
+    HISTORY_LIMIT: Final = "HistoryLimit"
+    TOO_LARGE: Final = "TooLarge"
+    OUTPUT_TOO_LARGE: Final = "OutputTooLarge"
+    INVALID_OUTPUT: Final = "InvalidOutput"
+    NOT_SERIALIZABLE: Final = "NotSerializable"
+    EXPRESSION_ERROR: Final = "ExpressionError"
+    INTERNAL_ERROR: Final = "InternalError"
+    TRUNCATED: Final = "Truncated"
+    BAD_EXIT: Final = "BadExit"
+    BAD_COMMAND: Final = "BadCommand"
+    HTTP_ERROR: Final = "HttpError"
+    OUTSIDE_ROOT: Final = "OutsideRoot"
