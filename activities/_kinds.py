@@ -67,7 +67,7 @@ from typing import Any
 import httpx
 
 from sternway.activities import _shell_host
-from sternway.activities._jobs import JobContext, RollbackContext, _call
+from sternway.activities._context import JobContext, RollbackContext, call_job_function
 from sternway.workflows._argv import argv_text
 from sternway.workflows.errors import JobError, JobRejected
 from sternway.workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
@@ -731,7 +731,7 @@ def _import_function(name: Any) -> Callable[..., Any]:
 async def python(ctx: Context) -> Any:
     """Call the function named by ``function`` with the context and return its result."""
     function = _import_function(ctx.input.get("function"))
-    return await _call(function, ctx)
+    return await call_job_function(function, ctx)
 
 
 # ---------------------------------------------------------------------------------- test kinds

@@ -19,16 +19,17 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from temporalio.client import Client
-from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
+from sternway import _connect
+from sternway._args import parse_args, schema_format, schema_type
 from sternway._client import (
     RunHandle,
     check_requestor,
@@ -38,7 +39,7 @@ from sternway._client import (
     submit,
     ui_base,
 )
-from sternway.codec import CodecError, data_converter_from_env
+from sternway.codec import CodecError
 from sternway.workflows.errors import (
     ArgsError,
     CommandRefused,
@@ -54,7 +55,6 @@ from sternway.workflows.models import (
     CommandResult,
     RunState,
     RunStatus,
-    args_refusal,
     parse_duration,
 )
 
@@ -77,7 +77,6 @@ EXIT_CODES: dict[type[SternwayError], int] = {
     ServerUnreachable: 4,
     CommandRefused: 5,
 }
-CONNECT_TIMEOUT = 5.0
 POLL_EVERY = 0.5
 
 
@@ -143,44 +142,8 @@ class Session:
     async def client(self, runtime: Runtime | None = None) -> Client:
         """Connect once, from Temporal's environment configuration."""
         if self._client is None:
-            self._client = await connect(runtime=runtime)
+            self._client = await _connect.connect(runtime=runtime)
         return self._client
-
-
-async def connect(*, runtime: Runtime | None = None, address: str | None = None) -> Client:
-    """A client from ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, profiles, TLS, API key).
-
-    Its data converter is pydantic JSON, encrypted with the AES-GCM codec when a key is set in
-    ``STERNWAY_CODEC_KEYS`` or ``STERNWAY_CODEC_KEY_FILE`` (see :mod:`sternway.codec`). Every
-    client Sternway builds comes from here, so the CLI, the worker, ``dev`` and ``demo`` all
-    read and write the same payloads.
-    """
-    try:
-        config = ClientConfig.load_client_connect_config()
-    except Exception as err:
-        raise ArgsError(f"the Temporal client configuration is invalid: {err}") from None
-    converter = data_converter_from_env()
-    if address:
-        config["target_host"] = address
-    config.setdefault("target_host", "localhost:7233")
-    target = config["target_host"]
-    try:
-        return await asyncio.wait_for(
-            Client.connect(**config, data_converter=converter, runtime=runtime),
-            CONNECT_TIMEOUT,
-        )
-    except (TimeoutError, RuntimeError, RPCError) as err:
-        text = str(err)
-        if "ConnectionRefused" in text or "Connection refused" in text:
-            reason = "connection refused"
-        elif not text:
-            reason = f"no answer within {CONNECT_TIMEOUT:g}s"
-        else:
-            reason = text.splitlines()[0][:160]
-        raise ServerUnreachable(
-            f"cannot reach Temporal at {target}: {reason}\n"
-            "start one with `sternway dev`, or set TEMPORAL_ADDRESS"
-        ) from None
 
 
 def _exit_code(err: SternwayError) -> int:
@@ -259,137 +222,6 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------------- args
-
-
-def _schema_type(schema: dict[str, Any]) -> str:
-    if "type" in schema:
-        return str(schema["type"])
-    for option in schema.get("anyOf", []):
-        if option.get("type") not in (None, "null"):
-            return str(option["type"])
-    return "string"
-
-
-def _schema_format(schema: dict[str, Any]) -> str | None:
-    """``duration``, ``password`` (a secret) or another JSON schema format, if any."""
-    for option in [schema, *schema.get("anyOf", [])]:
-        if isinstance(option.get("format"), str):
-            return str(option["format"])
-    return None
-
-
-def _typed(key: str, value: str, schema: dict[str, Any]) -> Any:
-    kind = _schema_type(schema)
-    try:
-        if kind == "integer":
-            return int(value)
-        if kind == "number":
-            return float(value)
-        if kind == "boolean":
-            lowered = value.lower()
-            if lowered in ("true", "yes", "on", "1"):
-                return True
-            if lowered in ("false", "no", "off", "0"):
-                return False
-            raise ValueError(value)
-        if kind == "array":
-            if value.lstrip().startswith("["):
-                parsed = json.loads(value)
-                if not isinstance(parsed, list):
-                    raise ValueError(value)
-                return parsed
-            return [item.strip() for item in value.split(",") if item.strip()]
-        if kind == "object":
-            parsed = json.loads(value)
-            if not isinstance(parsed, dict):
-                raise ValueError(value)
-            return parsed
-    except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply to decode
-        article = "an" if kind[0] in "aeiou" else "a"
-        shown = value if len(value) <= 80 else value[:77] + "..."
-        raise ArgsError(f"--arg {key}={shown!r}: {key} takes {article} {kind}") from None
-    return value
-
-
-def _read_args_file(path: str) -> dict[str, Any]:
-    """The JSON or YAML object of an args file, as plain JSON data.
-
-    YAML can say more than JSON: dates become ISO text (what JSON would have held), while
-    binary data, sets and non-text keys are refused, so that what is submitted is exactly what
-    the run's input will hold.
-    """
-    import yaml  # only args files need it: keep it off the CLI's start-up path
-
-    try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise ArgsError(f"cannot read args file {path}: {err}") from None
-    except UnicodeDecodeError:
-        raise ArgsError(f"args file {path} is not UTF-8 text") from None
-    except RecursionError:
-        raise ArgsError(f"args file {path} is nested too deeply") from None
-    if not isinstance(loaded, dict):
-        raise ArgsError(f"args file {path} must hold a JSON or YAML object")
-    try:
-        plain: dict[str, Any] = _json_data(loaded, "")
-    except RecursionError:
-        raise ArgsError(f"args file {path} is nested too deeply") from None
-    except ValueError as err:
-        raise ArgsError(f"args file {path}: {err}") from None
-    return plain
-
-
-def _json_data(value: Any, where: str) -> Any:
-    """``value`` (loaded from YAML) as JSON data; ValueError naming ``where`` if it is not."""
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, date):  # datetime too
-        return value.isoformat()
-    if isinstance(value, list):
-        return [_json_data(item, f"{where}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, dict):
-        plain: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"key {key!r}{' in ' + where if where else ''} is not text")
-            plain[key] = _json_data(item, f"{where}.{key}" if where else key)
-        return plain
-    kind = "binary data" if isinstance(value, bytes) else f"a {type(value).__name__}"
-    raise ValueError(f"{where or 'the value'} is {kind}, which JSON cannot hold")
-
-
-def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> dict[str, Any]:
-    """Args from ``--args-file`` (JSON or YAML) and ``--arg k=v`` pairs, typed by the action."""
-    properties: dict[str, Any] = action.plan.args_schema.get("properties", {})
-    args: dict[str, Any] = {}
-    if args_file:
-        args.update(_read_args_file(args_file))
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            pair.encode("utf-8")
-        except UnicodeEncodeError:  # bytes that are not UTF-8 reach argv as lone surrogates
-            # The key only: the value may be a secret.
-            raise ArgsError(f"--arg {key[:60]!r}...: not valid UTF-8 text") from None
-        if not sep or not key:
-            raise ArgsError(f"--arg {pair!r} is not of the form key=value")
-        if key in action.static:
-            raise ArgsError(f"arg {key!r} of {action.name!r} is static: it cannot be set")
-        if key not in properties:
-            known = ", ".join(properties) or "none"
-            raise ArgsError(f"unknown arg {key!r} for action {action.name!r} (args: {known})")
-        args[key] = _typed(key, value, properties[key])
-    unknown = [key for key in args if key not in properties]
-    if unknown and unknown[0] in action.static:
-        raise ArgsError(f"arg {unknown[0]!r} of {action.name!r} is static: it cannot be set")
-    if unknown:
-        known = ", ".join(properties) or "none"
-        raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
-    action.validate_args(args)
-    refusal = args_refusal(args)  # over the size budget: refused here, nothing starts
-    if refusal:
-        raise ArgsError(refusal)
-    return args
 
 
 def _duration(value: str | None, option: str) -> timedelta | None:
@@ -516,8 +348,8 @@ def _args_of(action: Action) -> list[dict[str, Any]]:
     return [
         {
             "name": name,
-            "type": _schema_type(prop),
-            "format": _schema_format(prop),
+            "type": schema_type(prop),
+            "format": schema_format(prop),
             "required": name in required,
             "default": prop.get("default"),
             "description": prop.get("description", ""),
@@ -964,42 +796,6 @@ async def version(session: Session) -> int:
     return 0
 
 
-_DENIED = (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED)
-
-
-async def _wait_for_server(session: Session, runtime: Runtime | None, seconds: float) -> Client:
-    """Connect, retrying for up to ``seconds`` until the server answers and knows the namespace.
-
-    A container started together with its Temporal server (``docker compose up``) comes up
-    before the server does, or before the namespace is created: waiting here, instead of
-    exiting and relying on a restart policy, keeps the logs readable and the start quick.
-    """
-    import structlog
-    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-
-    log = structlog.get_logger("sternway.worker")
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        try:
-            client = await connect(runtime=runtime)
-            await client.workflow_service.describe_namespace(
-                DescribeNamespaceRequest(namespace=client.namespace)
-            )
-            session._client = client
-            return client
-        except (ServerUnreachable, RPCError) as err:
-            if isinstance(err, RPCError) and err.status in _DENIED:
-                raise  # a wrong API key or certificate does not get better with time
-            if isinstance(err, RPCError):
-                reason = f"namespace not ready: {err.message}"
-            else:
-                reason = str(err).splitlines()[0]
-            if asyncio.get_running_loop().time() >= deadline:
-                raise ServerUnreachable(f"{reason} (waited {seconds:g}s)") from None
-            log.info("waiting for Temporal", reason=reason)
-            await asyncio.sleep(1.0)
-
-
 def _configure_shell_env(names: tuple[str, ...]) -> None:
     """The shell jobs' environment allowlist of this worker; a refused name is bad input."""
     from sternway.activities._shell_host import configure_shell_env
@@ -1082,7 +878,9 @@ async def worker(
         reason = str(err).removeprefix("Failed starting Prometheus exporter: ")
         raise ArgsError(f"--metrics-port {metrics_port}: cannot serve metrics: {reason}") from None
     if wait_for_server > 0:
-        client = await _wait_for_server(session, runtime, wait_for_server)
+        client = session._client = await _connect.wait_for_server(
+            runtime=runtime, seconds=wait_for_server
+        )
     else:
         client = await session.client(runtime=runtime)
     await run_worker(
@@ -1122,7 +920,7 @@ async def dev(
         db=Path(db), port=port, ui_port=ui_port, ui_codec_endpoint=ui_codec_endpoint
     )
     try:
-        client = await connect(address=server.address)
+        client = await _connect.connect(address=server.address)
         await register_search_attributes(client)
         session.err.print(
             f"Temporal at {server.address} ({'started' if server.process else 'already running'}), "
@@ -1161,7 +959,7 @@ async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
     configure_logging(level=40)  # errors only: the progress view is the demo's output
     server = await DevServer.ensure(db=Path(db), port=port, ui_port=ui_port)
     try:
-        client = await connect(address=server.address)
+        client = await _connect.connect(address=server.address)
         await register_search_attributes(client)
         session._client = client
         os.environ["STERNWAY_UI_URL"] = server.ui_url
@@ -1213,16 +1011,8 @@ async def codec_server(
     """
     import signal
 
-    from sternway.codec import (
-        KEY_FILE_ENV,
-        KEYS_ENV,
-        TOKEN_ENV,
-        CodecConfigError,
-        codec_from_env,
-        make_codec_server,
-        new_token,
-        serve_in_thread,
-    )
+    from sternway.codec import KEY_FILE_ENV, KEYS_ENV, CodecConfigError, codec_from_env
+    from sternway.codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread
 
     codec = codec_from_env()
     if codec is None:

@@ -1,7 +1,8 @@
 """Sternway: a durable runbook and saga engine on Temporal.
 
 Define actions in Python with :class:`Action`, :class:`Job` and :class:`Retry`, register them in a
-:class:`Registry`, run a worker (``worker.create_worker``) and :func:`submit` runs.
+:class:`Registry`, run a worker (``worker.create_worker``), :func:`connect` to Temporal and
+:func:`submit` runs.
 
 Names are imported on first use, so that a CLI command that only talks to Temporal (``sternway
 status``) does not load the job runner and its dependencies.
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sternway._client import RunHandle as RunHandle
     from sternway._client import submit as submit
+    from sternway._connect import connect as connect
+    from sternway._connect import wait_for_server as wait_for_server
     from sternway.activities import JobContext as JobContext
     from sternway.activities import RollbackContext as RollbackContext
     from sternway.workflows._actions import Action as Action
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "sternway._client": ("RunHandle", "submit"),
+    "sternway._connect": ("connect", "wait_for_server"),
     "sternway.activities": ("JobContext", "RollbackContext"),
     "sternway.workflows._actions": ("Action", "Job", "Registry", "Retry"),
     "sternway.workflows.errors": (

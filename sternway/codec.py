@@ -17,10 +17,10 @@ ciphertext (and tag) of the whole original payload (metadata and data), authenti
 with the key id. Payloads that are not encrypted (sent by a client without the codec, such as
 ``temporal workflow signal``) pass through decoding unchanged.
 
-:func:`make_codec_server` serves ``POST /encode`` and ``POST /decode`` in Temporal's remote codec
-JSON format, so the Web UI (``--ui-codec-endpoint``) and ``temporal --codec-endpoint`` can show
-decrypted payloads to whoever holds its token (``STERNWAY_CODEC_TOKEN``) and names its address as
-Host.
+:mod:`sternway.codec_server` serves ``POST /encode`` and ``POST /decode`` in Temporal's remote
+codec JSON format, so the Web UI (``--ui-codec-endpoint``) and ``temporal --codec-endpoint``
+can show decrypted payloads to whoever holds its token (``STERNWAY_CODEC_TOKEN``) and names its
+address as Host.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -45,15 +44,11 @@ from temporalio.converter import (
 
 from sternway.workflows.errors import ArgsError, SternwayError
 
-if TYPE_CHECKING:
-    from sternway._codec_server import TOKEN_ENV, make_codec_server, new_token, serve_in_thread
-
 __all__ = [
     "ENCODING",
     "KEYS_ENV",
     "KEY_FILE_ENV",
     "KEY_ID_METADATA",
-    "TOKEN_ENV",
     "AesGcmCodec",
     "CodecConfigError",
     "CodecError",
@@ -62,11 +57,8 @@ __all__ = [
     "data_converter",
     "data_converter_from_env",
     "load_keys",
-    "make_codec_server",
     "new_key",
-    "new_token",
     "parse_keys",
-    "serve_in_thread",
 ]
 
 ENCODING = b"binary/encrypted"
@@ -262,13 +254,3 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
 def data_converter_from_env(environ: Mapping[str, str] | None = None) -> DataConverter:
     """:func:`data_converter` with the codec of the configured keys (if any)."""
     return data_converter(codec_from_env(environ))
-
-
-def __getattr__(name: str) -> Any:
-    # The codec server (and http.server with it) loads on first use: every CLI command imports
-    # this module, and only ``sternway codec-server`` serves.
-    if name in ("TOKEN_ENV", "make_codec_server", "new_token", "serve_in_thread"):
-        from sternway import _codec_server
-
-        return getattr(_codec_server, name)
-    raise AttributeError(f"module 'sternway.codec' has no attribute {name!r}")

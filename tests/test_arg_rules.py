@@ -15,7 +15,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import submit
-from sternway.activities._jobs import RollbackContext
+from sternway.activities import RollbackContext
 from sternway.activities._kinds import KINDS
 from sternway.activities.site import DeploySiteArgs, remove_build
 from sternway.worker import create_worker, load_registry

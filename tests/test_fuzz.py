@@ -1,7 +1,7 @@
 """Bad input fuzzing: random ``--arg`` pairs, args files and command payloads only ever meet a
 clear error, never a crash of the CLI or of a run's workflow task.
 
-* ``starter.cli.parse_args`` (``--arg k=v`` and ``--args-file``) raises nothing but
+* ``sternway._args.parse_args`` (``--arg k=v`` and ``--args-file``) raises nothing but
   :class:`ArgsError`/:class:`SpecError`, and what it accepts is JSON data the action validates.
 * ``stop``/``suspend``/``resume``/``approve``/``reject`` updates and signals with random JSON,
   sent with the official ``temporal`` CLI to a running run, are refused or applied: the run's
@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import ArgsError, RunHandle, SpecError, submit
-from sternway.starter.cli import parse_args
+from sternway._args import parse_args
 from sternway.worker import create_worker, load_registry
 from sternway.workflows._actions import Action, Registry
 from sternway.workflows.models import TERMINAL_RUN_STATES, RunState, RunStatus

@@ -248,7 +248,7 @@ async def test_the_codec_server_wants_its_host_and_token_and_gives_any_origin_no
 ):
     """Host is the bind address (any loopback name), the token comes as a bearer or in the path,
     and ``--cors-origin '*'`` answers ``*`` without ``Allow-Credentials``."""
-    from sternway.codec import make_codec_server, serve_in_thread
+    from sternway.codec_server import make_codec_server, serve_in_thread
 
     token = f"t-{uuid.uuid4().hex}"
     server = make_codec_server(

@@ -16,6 +16,7 @@ import pydantic
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 
+from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.errors import ArgsError, SpecError
 from sternway.workflows.models import (
     MAX_ATTEMPTS,
@@ -316,12 +317,8 @@ class Registry:
         try:
             return self._actions[name]
         except KeyError:
-            from sternway.workflows._runbook import (
-                _suggest,  # the loader's "did you mean", on error only
-            )
-
             known = ", ".join(sorted(self._actions)) or "none"
-            hint = _suggest(name, self._actions)
+            hint = did_you_mean(name, self._actions)
             raise SpecError(f"unknown action {name!r}{hint} (known: {known})") from None
 
     def __contains__(self, name: object) -> bool:

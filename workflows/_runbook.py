@@ -16,7 +16,6 @@ and nothing else ever escapes the loader, whatever the input. The format is docu
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import math
@@ -48,6 +47,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from sternway.workflows._actions import Action
 from sternway.workflows._argv import argv_text
 from sternway.workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
+from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.errors import SpecError
 from sternway.workflows.models import (
     ACTIVITY_KINDS,
@@ -133,11 +133,6 @@ def _line_of(lines: Mapping[FieldPath, int], path: FieldPath) -> int:
         if line is not None:
             return line
     return 1
-
-
-def _suggest(word: str, known: Any) -> str:
-    close = difflib.get_close_matches(word, [str(k) for k in known], n=1, cutoff=0.7)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _kind_of(value: Any) -> str:
@@ -455,7 +450,7 @@ def _error_message(error: Any, model: type[BaseModel], hint: str) -> str:
         if hint and key in _HINTED:
             return f"unknown field: {hint}"
         known = [_yaml_name(holder, n) for n in holder.model_fields]
-        suggestion = _suggest(key, known)
+        suggestion = did_you_mean(key, known)
         if not suggestion and _SYNONYMS.get(key) in known:
             suggestion = f"; did you mean {_SYNONYMS[key]!r}?"
         return f"unknown field{suggestion} (known: {', '.join(known)})"
@@ -780,7 +775,7 @@ class _Params:
                 if key not in known:
                     raise self.fail(
                         key,
-                        f"unknown parameter of {self.kind} jobs{_suggest(key, known)} "
+                        f"unknown parameter of {self.kind} jobs{did_you_mean(key, known)} "
                         f"(known: {', '.join(sorted(known))})",
                     )
         getattr(self, f"_{self.kind}")()
@@ -963,7 +958,7 @@ def _check_expression(text: str, path: FieldPath, names: frozenset[str], ctx: _C
     if unknown:
         raise _Invalid(
             path,
-            f"unknown name {unknown[0]!r} in {_short(text)}{_suggest(unknown[0], allowed)} "
+            f"unknown name {unknown[0]!r} in {_short(text)}{did_you_mean(unknown[0], allowed)} "
             f"(expressions here can read: {', '.join(sorted(allowed))})",
         )
     for root, key, dotted in _references(tree):
@@ -977,10 +972,12 @@ def _check_expression(text: str, path: FieldPath, names: frozenset[str], ctx: _C
             known = ", ".join(sorted(ctx.args)) or "none"
             raise _Invalid(
                 path,
-                f"unknown arg {key!r} in {_short(text)}{_suggest(key, ctx.args)} (args: {known})",
+                f"unknown arg {key!r} in {_short(text)}{did_you_mean(key, ctx.args)} "
+                f"(args: {known})",
             )
         if root == "jobs" and key not in ctx.jobs:
-            raise _Invalid(path, f"unknown job {key!r} in {_short(text)}{_suggest(key, ctx.jobs)}")
+            hint = did_you_mean(key, ctx.jobs)
+            raise _Invalid(path, f"unknown job {key!r} in {_short(text)}{hint}")
     for base, method in _uncalled_methods(tree, frozenset({"args", "jobs", "run"}) | names):
         raise _Invalid(
             path,
@@ -1140,7 +1137,7 @@ class _Compiler:
         if name not in ARG_TYPES:
             raise _Invalid(
                 (*path, "type"),
-                f"unknown arg type {_short(name, 60)}{_suggest(name, ARG_TYPES)} "
+                f"unknown arg type {_short(name, 60)}{did_you_mean(name, ARG_TYPES)} "
                 f"(known: {', '.join(ARG_TYPES)})",
             )
         return ARG_TYPES[name]
@@ -1297,7 +1294,7 @@ class _Compiler:
                 )
             known = ", ".join(n for n in siblings if n != job.name) or "none"
             raise _Invalid(
-                where, f"unknown job {dep!r}{_suggest(dep, siblings)} (jobs here: {known})"
+                where, f"unknown job {dep!r}{did_you_mean(dep, siblings)} (jobs here: {known})"
             )
 
     def each(self, each: EachFormat, path: FieldPath, names: frozenset[str]) -> EachSpec:
@@ -1347,7 +1344,7 @@ class _Compiler:
         if kind not in JOB_KINDS:
             raise _Invalid(
                 (*path, "run"),
-                f"unknown job kind {_short(kind, 60)}{_suggest(kind, JOB_KINDS)} "
+                f"unknown job kind {_short(kind, 60)}{did_you_mean(kind, JOB_KINDS)} "
                 f"(known: {', '.join(JOB_KINDS)})",
             )
         if rollback and kind not in ACTIVITY_KINDS:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from temporalio.client import Client
 
+from sternway import connect
 from sternway.starter._dev import DevServer
-from sternway.starter.cli import connect
 from tests.helpers import free_port
 from tests.reliability.helpers import FIGURES
 

@@ -16,9 +16,8 @@ import pytest
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
-from sternway import CommandRefused, RunHandle, submit
+from sternway import CommandRefused, RunHandle, connect, submit
 from sternway._client import list_runs
-from sternway.starter.cli import connect
 from sternway.worker import load_registry
 from sternway.workflows.models import TERMINAL_RUN_STATES, RunStatus
 from tests.cli import cli_env, sternway

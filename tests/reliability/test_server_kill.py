@@ -13,9 +13,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from sternway import RunHandle, submit
+from sternway import RunHandle, connect, submit
 from sternway.starter._dev import DevServer
-from sternway.starter.cli import connect
 from sternway.workflows.models import TERMINAL_RUN_STATES, RunStatus
 from tests.helpers import free_port
 from tests.reliability.actions import CHAIN, DAG

@@ -1,5 +1,7 @@
-"""The remote codec server of :mod:`sternway.codec`: ``POST /encode`` and ``POST /decode`` in
-Temporal's remote codec JSON format, for the Web UI and ``temporal --codec-endpoint``."""
+"""The remote codec server for :mod:`sternway.codec`: ``POST /encode`` and ``POST /decode`` in
+Temporal's remote codec JSON format, for the Web UI and ``temporal --codec-endpoint``.
+
+Only ``sternway codec-server`` loads it (and ``http.server`` with it)."""
 
 from __future__ import annotations
 
