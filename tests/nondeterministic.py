@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 from sternway.workflows._workflow import ActionWorkflow
-from sternway.workflows.models import RunState, RunStatus
+from sternway.workflows.models import ChunkResult, RunState, RunStatus
 
 
 @workflow.defn(dynamic=True)
@@ -23,7 +23,7 @@ class ExtraTimerWorkflow(ActionWorkflow):
     """Waits a moment before it starts: a timer that no recorded history has."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
         """Sleep, then run as usual."""
         await workflow.sleep(0.01)
         return await super().run(raw)
@@ -34,7 +34,7 @@ class OldestFirstRollbackWorkflow(ActionWorkflow):
     """Rolls jobs back oldest first: the rollback activities come in another order."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
         """Run as usual."""
         return await super().run(raw)
 
@@ -52,7 +52,7 @@ class WallClockWorkflow(ActionWorkflow):
     """
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
         """Run as usual."""
         return await super().run(raw)
 

@@ -583,11 +583,14 @@ def check(out: Outcome) -> list[str]:
 
     for i, a in enumerate(actual):
         for b in actual[i + 1 :]:
-            if not (by_name[a].started_at and by_name[b].started_at and by_name[a].rollback.log):
+            job_a, job_b = by_name[a], by_name[b]
+            if not (
+                job_a.started_at and job_b.started_at and job_a.rollback and job_a.rollback.log
+            ):
                 continue
             if not final_phase(a):
                 group = a.rpartition(".")[0] + "."
-                if not b.startswith(group) or by_name[b].started_at > undone_at(a):
+                if not b.startswith(group) or job_b.started_at > undone_at(a):
                     continue
             if started_before(a, b):
                 problems.append(f"{a} was undone before {b}, which started after it")

@@ -136,7 +136,7 @@ TRAVERSALS = ["../../precious", "..", ".", "a/../../b", "/etc", "v1\n", ""]
 
 @pytest.mark.parametrize("value", TRAVERSALS)
 def test_every_shipped_name_arg_refuses_a_path(value: str) -> None:
-    cases = [
+    cases: list[tuple[str, dict[str, object]]] = [
         ("release-with-approval", {"root": "/srv/site", "release": value}),
         ("rolling-restart", {"root": "/srv/fleet", "hosts": ["web1", value]}),
         ("deploy-site", {"root": "/srv/site", "release": value}),
@@ -150,11 +150,12 @@ def test_every_shipped_name_arg_refuses_a_path(value: str) -> None:
 
 @pytest.mark.parametrize("root", ["relative/site", "/srv/../etc", "/srv/site/..", ""])
 def test_every_shipped_root_must_be_absolute_without_dot_dot(root: str) -> None:
-    for name, args in [
+    others: list[tuple[str, dict[str, object]]] = [
         ("release-with-approval", {"release": "v1"}),
         ("rolling-restart", {"hosts": ["web1"]}),
         ("deploy-site", {"release": "v1"}),
-    ]:
+    ]
+    for name, args in others:
         with pytest.raises(ArgsError, match="root: "):
             REGISTRY.get(name).validate_args({**args, "root": root})
     for ok in ["/srv/site", "/", "/srv/.hidden/...x/a..b/./"]:

@@ -71,8 +71,8 @@ def test_validate_applies_the_rule_to_literals(
     text = runbook("argv-literal", _job("j", literal))
     accepted, words = _outcome(expected)
     if accepted:
-        action = load_runbook_text(text, "t.yaml")
-        assert action.plan.jobs[0].execute.with_["argv"][3] == json.loads(words)
+        execute = load_runbook_text(text, "t.yaml").plan.jobs[0].execute
+        assert execute is not None and execute.with_["argv"][3] == json.loads(words)
     else:
         with pytest.raises(SpecError) as caught:
             load_runbook_text(text, "t.yaml")

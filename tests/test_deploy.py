@@ -484,8 +484,8 @@ async def test_the_admin_step_creates_a_namespace_a_waiting_worker_then_serves(
         await _until_logged(worker, log, "namespace not ready")
 
         for _ in range(2):  # the second run finds everything in place and succeeds as well
-            code, out = await _admin_step(address, TEMPORAL_NAMESPACE="sternway-ops")
-            assert code == 0, out
+            code, said = await _admin_step(address, TEMPORAL_NAMESPACE="sternway-ops")
+            assert code == 0, said
         described = await temporal(
             address, "operator", "namespace", "describe", "-n", "sternway-ops", "-o", "json"
         )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from sternway import CommandRefused, RunHandle, submit
+from sternway import CommandRefused, RunHandle, RunStatus, submit
 from sternway.workflows.models import TERMINAL_RUN_STATES
 from tests.conftest import WorkerFactory
 from tests.helpers import events, rollbacks, until_started, wait_for
@@ -17,8 +18,8 @@ from tests.scripted import EVENTS
 
 
 async def run_to_end(
-    env: WorkflowEnvironment, task_queue: str, action: str, args: dict[str, object]
-) -> tuple[RunHandle, object]:
+    env: WorkflowEnvironment, task_queue: str, action: str, args: Mapping[str, object]
+) -> tuple[RunHandle, RunStatus]:
     handle = await submit(env.client, action, args, task_queue=task_queue, requestor="tester")
     return handle, await handle.wait()
 
@@ -249,7 +250,8 @@ async def test_non_retryable_error_type_stops_retrying_at_once(
         status = await handle.status()
     assert status.state == "FAILED"
     assert status.job("j1").attempts == 1
-    assert status.job("j1").error is not None and status.job("j1").error.type == "Fatal"
+    error = status.job("j1").error
+    assert error is not None and error.type == "Fatal"
 
 
 async def test_rollback_data_saved_by_failed_execute_reaches_rollback(

@@ -200,9 +200,9 @@ async def test_bad_expression_fails_the_job_clearly(
     async with worker(dev_env, task_queue, flow):
         status = await (await run(dev_env, task_queue, flow)).wait()
     assert status.state == "FAILED"
-    assert status.job("oops").error is not None
-    assert status.job("oops").error.type == "ExpressionError"
-    assert "missing" in status.job("oops").error.message
+    error = status.job("oops").error
+    assert error is not None and error.type == "ExpressionError"
+    assert "missing" in error.message
 
 
 GATE = action(
@@ -245,8 +245,9 @@ async def test_rejection_fails_the_job_and_rolls_back(
         await decide(handle, "reject", "gate", token=token, comment="not today")
         status = await handle.wait()
     assert status.state == "FAILED"
-    assert status.job("gate").error is not None
-    assert (status.job("gate").error.reason, status.job("gate").error.message) == (
+    error = status.job("gate").error
+    assert error is not None
+    assert (error.reason, error.message) == (
         "rejected",
         "not today",
     )

@@ -222,7 +222,8 @@ async def test_oversized_approval_comment_is_refused_and_the_run_still_ends(
         status = await ended(client, handle)
     assert status.state == "FAILED"
     assert status.job("prep").state == "ROLLED_BACK"
-    assert status.job("gate").error is not None and status.job("gate").error.message == "no"
+    error = status.job("gate").error
+    assert error is not None and error.message == "no"
 
 
 def test_retry_policies_whose_worst_case_cannot_fit_the_history_are_refused() -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, seed, settings
+from hypothesis import HealthCheck, Phase, example, given, seed, settings
 
 from sternway.worker import create_worker
 from tests.propgen import Case, Outcome, cases, check, drive, registry
@@ -121,7 +121,7 @@ def _draw(count: int, *, big: bool, derandomize: bool, seed_value: int | None) -
         derandomize=derandomize,
         database=None,
         deadline=None,
-        phases=["explicit", "generate"],
+        phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
     @given(cases(big=big))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ async def catalog(env: WorkflowEnvironment, task_queue: str) -> dict[str, Served
 @pytest.fixture
 async def watched(
     dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
-) -> AsyncIterator[tuple[Path, Registry, list[dict[str, Any]]]]:
+) -> AsyncIterator[tuple[Path, Registry, list[MutableMapping[str, Any]]]]:
     """A folder with greet('v1'), and a worker serving it with reload; the worker's log."""
     folder = tmp_path / "actions"
     folder.mkdir()
@@ -95,7 +95,7 @@ async def say(env: WorkflowEnvironment, task_queue: str, **args: Any) -> str:
 async def test_edit_is_served_bad_edit_is_not_and_runs_in_flight_keep_their_plan(
     dev_env: WorkflowEnvironment,
     task_queue: str,
-    watched: tuple[Path, Registry, list[dict[str, Any]]],
+    watched: tuple[Path, Registry, list[MutableMapping[str, Any]]],
 ) -> None:
     folder, registry, logs = watched
     file = folder / "greet.yaml"
@@ -133,7 +133,7 @@ async def test_edit_is_served_bad_edit_is_not_and_runs_in_flight_keep_their_plan
 async def test_added_and_removed_runbooks_come_and_go(
     dev_env: WorkflowEnvironment,
     task_queue: str,
-    watched: tuple[Path, Registry, list[dict[str, Any]]],
+    watched: tuple[Path, Registry, list[MutableMapping[str, Any]]],
 ) -> None:
     folder, registry, _ = watched
     other = greet("added").replace("reload-greet", "reload-other")
@@ -154,7 +154,7 @@ async def test_actions_and_validate_show_the_version_the_workers_serve(
     dev_env: WorkflowEnvironment,
     task_queue: str,
     tmp_path: Path,
-    watched: tuple[Path, Registry, list[dict[str, Any]]],
+    watched: tuple[Path, Registry, list[MutableMapping[str, Any]]],
 ) -> None:
     folder, _, _ = watched
     address = dev_env.client.service_client.config.target_host

@@ -191,8 +191,8 @@ async def test_editing_a_runbook_does_not_change_a_run_in_flight(
     # ...while a new run gets the edited one.
     assert fresh_status.state == "FAILED"
     assert [j.name for j in fresh_status.jobs] == ["prepare", "last"]
-    assert fresh_status.job("prepare").error is not None
-    assert fresh_status.job("prepare").error.message == "version 2 ran"
+    error = fresh_status.job("prepare").error
+    assert error is not None and error.message == "version 2 ran"
 
 
 NAPPING = """

@@ -113,8 +113,8 @@ async def test_release_rejected_through_the_cli_rolls_back(
         status = await RunHandle(dev_env.client, handle.run_id).wait()
     assert rejected.code == 0, rejected.err
     assert status.state == "FAILED"
-    assert status.job("approve").error is not None
-    assert status.job("approve").error.reason == "rejected"
+    error = status.job("approve").error
+    assert error is not None and error.reason == "rejected"
     assert not (tmp_path / "releases" / "v3").exists()
     assert not (tmp_path / "current").exists()
     assert not port_open("127.0.0.1", port)

@@ -256,7 +256,8 @@ async def test_the_codec_server_wants_its_host_and_token_and_gives_any_origin_no
     )
     serve_in_thread(server)
     port = server.server_address[1]
-    url, empty = f"http://127.0.0.1:{port}", {"payloads": []}
+    url = f"http://127.0.0.1:{port}"
+    empty: dict[str, list[object]] = {"payloads": []}
     try:
         code, headers, _ = await post(f"{url}/decode", empty, "http://any.example", token=token)
         assert code == 200 and headers["Access-Control-Allow-Origin"] == "*"
