@@ -692,8 +692,30 @@ async def http(ctx: Context) -> Any:
 # ------------------------------------------------------------------------------------- python
 
 
+# The top-level packages of the first layout, now sternway.<name> (docs/architecture.md).
+_MOVED_PACKAGES = frozenset({"activities", "workflows", "starter", "worker"})
+
+
 def _import_function(name: Any) -> Callable[..., Any]:
-    """The function named ``package.module.qualname``; :class:`JobRejected` if there is none."""
+    """The function named ``package.module.qualname``; :class:`JobRejected` if there is none.
+
+    A name in a package of the first layout (``activities.site.build``) that does not import as
+    it is is looked up under ``sternway.`` too, so runbooks written for that layout still run;
+    a user's own module of the same name comes first.
+    """
+    try:
+        return _import_dotted(name)
+    except JobRejected as err:
+        if not isinstance(name, str) or name.split(".")[0] not in _MOVED_PACKAGES:
+            raise
+        first_error = err
+    try:
+        return _import_dotted(f"sternway.{name}")
+    except JobRejected:
+        raise first_error from None
+
+
+def _import_dotted(name: Any) -> Callable[..., Any]:
     if not isinstance(name, str) or not name:
         raise _reject(
             "python", "function is required: the 'package.module.function' to call, a string"

@@ -17,17 +17,20 @@ import html
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from sternway.activities._jobs import JobContext, RollbackContext
-from sternway.workflows._actions import Action, Job, Retry
+from sternway.activities._context import JobContext, RollbackContext
+from sternway.workflows._actions import Action, Job, Retry, job_function
 from sternway.workflows._protocol import ErrorType
 from sternway.workflows.errors import JobError
 
 __all__ = ["DeploySiteArgs", "deploy_site"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 MARKER = '<meta name="sternway-release" content="{release}">'
 
@@ -51,11 +54,21 @@ class DeploySiteArgs(BaseModel):
     pause: float = Field(default=0.0, ge=0, le=60, description="seconds each step lingers")
 
 
+def _site_job(fn: _F) -> _F:
+    """Id ``site.<name>``; histories of the first layout recorded ``activities.site.<name>``, and
+    those of the one namespace before ids ``sternway.activities.site.<name>``."""
+    name = fn.__name__
+    return job_function(
+        f"site.{name}", aliases=(f"activities.site.{name}", f"sternway.activities.site.{name}")
+    )(fn)
+
+
 def _root(ctx: JobContext | RollbackContext) -> Path:
     args: DeploySiteArgs = ctx.args
     return Path(args.root)
 
 
+@_site_job
 def build(ctx: JobContext) -> dict[str, Any]:
     """Render the release into ``releases/<release>``."""
     args: DeploySiteArgs = ctx.args
@@ -74,6 +87,7 @@ def build(ctx: JobContext) -> dict[str, Any]:
     return {"path": str(target), "bytes": len(page)}
 
 
+@_site_job
 def remove_build(ctx: RollbackContext) -> None:
     """Remove the release directory, unless it was there before the run."""
     data = ctx.rollback_data or {}
@@ -94,6 +108,7 @@ def _release_in(releases: Path, path: str) -> Path:
     return real
 
 
+@_site_job
 def switch(ctx: JobContext) -> dict[str, Any]:
     """Point ``current`` at the new release, atomically."""
     args: DeploySiteArgs = ctx.args
@@ -105,6 +120,7 @@ def switch(ctx: JobContext) -> dict[str, Any]:
     return {"current": os.readlink(current), "previous": previous}
 
 
+@_site_job
 def restore_link(ctx: RollbackContext) -> None:
     """Point ``current`` back where it was (or remove it if there was none)."""
     current = _root(ctx) / "current"
@@ -124,6 +140,7 @@ def _point(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
+@_site_job
 def health_check(ctx: JobContext) -> dict[str, Any]:
     """The live page must carry the release's marker."""
     args: DeploySiteArgs = ctx.args
@@ -138,6 +155,7 @@ def health_check(ctx: JobContext) -> dict[str, Any]:
     return {"healthy": True, "checked": str(page_path)}
 
 
+@_site_job
 def record(ctx: JobContext) -> dict[str, Any]:
     """Append the deployment to ``deployments.log``; the idempotency key makes re-runs harmless."""
     args: DeploySiteArgs = ctx.args
@@ -151,6 +169,7 @@ def record(ctx: JobContext) -> dict[str, Any]:
     return {"log": str(log), "line": line.strip()}
 
 
+@_site_job
 def unrecord(ctx: RollbackContext) -> None:
     """Remove the deployment's line from ``deployments.log``."""
     log = _root(ctx) / "deployments.log"

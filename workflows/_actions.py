@@ -1,16 +1,23 @@
 """The Python front end: ``Action``, ``Job``, ``Retry`` and the ``Registry`` of actions.
 
 An :class:`Action` compiles at once to a :class:`~workflows.models.Plan`, so a bad definition fails
-where it is written, not when a run starts. Job functions are referred to in the plan by
-``module.qualname``; the registry maps those names back to the functions in the worker.
+where it is written, not when a run starts.
+
+A plan names each job and hook function by an id, which the registry maps back to the function
+in the worker. The id is ``module.qualname`` unless the function was given one with
+:func:`job_function`; that id, not the module's path, is then what histories record, so the
+function can move without breaking runs in flight. The names it had before go in ``aliases``:
+a run recorded under an old name still finds it (Sternway's own sample jobs carry the
+``activities.site.*`` names of their first layout this way).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -28,17 +35,59 @@ from sternway.workflows.models import (
     parse_duration,
 )
 
-__all__ = ["PYTHON_VERSION", "Action", "Job", "Registry", "Retry", "function_ref", "secrets_of"]
+__all__ = [
+    "PYTHON_VERSION",
+    "Action",
+    "Job",
+    "Registry",
+    "Retry",
+    "function_ref",
+    "job_function",
+    "secrets_of",
+]
 
 PYTHON_VERSION = "python"
 """The version shown for an action defined in Python code."""
 
 DurationLike = str | float | int | timedelta
 JobFunction = Callable[..., Any]
+F = TypeVar("F", bound=JobFunction)
+
+
+_ID = "__sternway_id__"
+_ALIASES = "__sternway_aliases__"
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def job_function(id: str, *, aliases: Iterable[str] = ()) -> Callable[[F], F]:
+    """Give a job or hook function a stable ``id`` (and the ``aliases`` it was recorded under
+    before): plans record the id, and a worker finds the function under any of these names."""
+    for name in (id, *aliases):
+        if not isinstance(name, str) or not _DOTTED.match(name):
+            raise SpecError(f"function id {name!r} must be a dotted name, like 'site.build'")
+
+    def mark(fn: F) -> F:
+        given = getattr(fn, _ID, id)
+        if given != id:
+            raise SpecError(f"{fn!r} already has the id {given!r}, not {id!r}")
+        setattr(fn, _ID, id)
+        setattr(fn, _ALIASES, tuple(aliases))
+        return fn
+
+    return mark
+
+
+def _function_names(fn: JobFunction) -> tuple[str, ...]:
+    """Every name a worker knows ``fn`` by: its id first, then its aliases."""
+    return (function_ref(fn), *getattr(fn, _ALIASES, ()))
 
 
 def function_ref(fn: JobFunction) -> str:
-    """The stable name a plan uses for a job or hook function: ``module.qualname``."""
+    """The id a plan records for a job or hook function: the one given by :func:`job_function`,
+    else ``module.qualname``."""
+    given = getattr(fn, _ID, None)
+    if isinstance(given, str):
+        return given
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", None)
     if not module or not qualname or "<lambda>" in qualname or "<locals>" in qualname:
@@ -303,11 +352,11 @@ class Registry:
         found: dict[str, JobFunction] = {}
         for job in action.jobs:
             for fn in job.functions():
-                ref = function_ref(fn)
-                known = self._functions.get(ref, found.get(ref))
-                if known is not None and known is not fn:
-                    raise SpecError(f"two different functions are both named {ref!r}")
-                found[ref] = fn
+                for ref in _function_names(fn):
+                    known = self._functions.get(ref, found.get(ref))
+                    if known is not None and known is not fn:
+                        raise SpecError(f"two different functions are both named {ref!r}")
+                    found[ref] = fn
         self._functions.update(found)
         self._actions[action.name] = action
         return action
