@@ -59,8 +59,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +67,16 @@ import httpx
 
 from sternway.activities import _shell_host
 from sternway.activities._context import JobContext, RollbackContext, call_job_function
-from sternway.workflows._argv import argv_text
+from sternway.workflows._kind_params import (
+    fail_params,
+    http_request,
+    python_function,
+    rejected,
+    shell_command,
+)
 from sternway.workflows._protocol import ErrorType, Reason
 from sternway.workflows.errors import JobError, JobRejected
-from sternway.workflows.models import HTTP_METHODS, KIND_PARAMS, mask_secrets, parse_duration
+from sternway.workflows.models import mask_secrets
 
 __all__ = ["KINDS", "fail", "http", "noop", "python", "shell"]
 
@@ -80,62 +85,7 @@ Context = JobContext | RollbackContext
 # ------------------------------------------------------------------------------------- common
 
 
-def _reject(kind: str, problem: str) -> JobRejected:
-    """The error for bad ``with`` parameters of a ``kind`` job."""
-    return JobRejected(f"{kind} job: {problem}")
-
-
-def _check_keys(kind: str, params: Mapping[str, Any], known: frozenset[str] | None) -> None:
-    """Reject parameters the kind does not know (a typo must not be silently ignored)."""
-    unknown = sorted(str(key) for key in params if known is not None and key not in known)
-    if unknown and known is not None:
-        raise _reject(
-            kind,
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(sorted(known))})",
-        )
-
-
-def _duration(kind: str, name: str, value: Any) -> float:
-    """A positive duration parameter, in seconds."""
-    try:
-        seconds = parse_duration(value)
-    except ValueError as err:
-        raise _reject(kind, f"{name}: {err}") from None
-    if seconds <= 0:
-        raise _reject(kind, f"{name} must be more than zero, got {value!r}")
-    return seconds
-
-
-def _bool(kind: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _reject(kind, f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _string(kind: str, where: str, value: Any) -> str:
-    """A string parameter; numbers are accepted and turned into strings."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise _reject(
-            kind, f"{where} must be a string, got {type(value).__name__} {value!r} (quote it)"
-        )
-    text = str(value)
-    if "\0" in text:
-        raise _reject(kind, f"{where} must not contain a NUL character")
-    return text
-
-
 # -------------------------------------------------------------------------------------- shell
-
-
-def _argv_item(index: int, value: Any, key: str = "argv") -> str:
-    """One argv (or script args) element as an argument: the rule the loader checks too
-    (workflows/_argv.py)."""
-    try:
-        text = argv_text(value)
-    except ValueError as err:
-        raise _reject("shell", f"{key}[{index}] {err}") from None
-    return _string("shell", f"{key}[{index}]", text)
 
 
 TAIL_BYTES = 4096
@@ -149,95 +99,6 @@ _REPORT_EVERY = 1.0
 _GROUP_POLL = 0.05
 _LINE_START_BYTES = 1024
 _LINE_BREAK = re.compile(rb"[\r\n]")
-
-
-@dataclass(frozen=True)
-class _ShellCommand:
-    """A validated shell job."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str | None
-    timeout: float | None
-    non_retryable_exit_codes: frozenset[int]
-
-
-def _shell_command(params: Mapping[str, Any]) -> _ShellCommand:
-    """Validate a shell job's ``with``; raises :class:`JobRejected` with what is wrong."""
-    _check_keys("shell", params, KIND_PARAMS["shell"])
-    use_shell = _bool("shell", "shell", params.get("shell", False))
-    argv_in, script = params.get("argv"), params.get("script")
-    if use_shell:
-        if argv_in is not None:
-            raise _reject(
-                "shell",
-                "give either argv or (with shell: true) script, not both; "
-                'pass values to a script through args ("$1", ...) or env',
-            )
-        if not isinstance(script, str) or not script.strip():
-            raise _reject("shell", "shell: true needs script, a non-empty string run by /bin/sh -c")
-        args_in = params.get("args")
-        if args_in is None:
-            args_in = []
-        if not isinstance(args_in, list):
-            raise _reject("shell", f"args must be a list of strings, got {args_in!r}")
-        args = [_argv_item(i, arg, "args") for i, arg in enumerate(args_in)]
-        # $0 is the name the shell reports errors under; args are "$1", "$2", ...
-        argv = ["/bin/sh", "-c", _string("shell", "script", script), "sh", *args]
-    else:
-        if params.get("args") is not None:
-            raise _reject(
-                "shell",
-                "args (a script's positional parameters) is only allowed with shell: true; "
-                "put a program's arguments in argv",
-            )
-        if script is not None:
-            raise _reject(
-                "shell",
-                "script is only allowed with shell: true; "
-                "otherwise give argv, the program and its arguments as a list",
-            )
-        if argv_in is None:
-            raise _reject("shell", "argv is required: the program and its arguments, as a list")
-        if isinstance(argv_in, str):
-            raise _reject(
-                "shell",
-                f"argv must be a list of strings, not one string ({argv_in!r}): write e.g. "
-                '["ls", "-l", "/tmp"]; a command line is never split or run by a shell',
-            )
-        if not isinstance(argv_in, list) or not argv_in:
-            raise _reject("shell", f"argv must be a non-empty list of strings, got {argv_in!r}")
-        argv = [_argv_item(i, arg) for i, arg in enumerate(argv_in)]
-        if not argv[0]:
-            raise _reject("shell", "argv[0], the program to run, is empty")
-    env_in = params.get("env")
-    if env_in is None:
-        env_in = {}
-    if not isinstance(env_in, dict):
-        raise _reject("shell", f"env must be a mapping of names to values, got {env_in!r}")
-    env: dict[str, str] = {}
-    for key, value in env_in.items():
-        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
-            raise _reject("shell", f"env: {key!r} is not a valid variable name")
-        env[key] = _string("shell", f"env.{key}", value)
-    cwd = params.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not cwd or "\0" in cwd):
-        raise _reject("shell", f"cwd must be a directory path, got {cwd!r}")
-    timeout = params.get("timeout")
-    codes = params.get("non_retryable_exit_codes")
-    if codes is None:
-        codes = []
-    if not isinstance(codes, list) or not all(
-        isinstance(c, int) and not isinstance(c, bool) for c in codes
-    ):
-        raise _reject("shell", f"non_retryable_exit_codes must be a list of ints, got {codes!r}")
-    return _ShellCommand(
-        argv=argv,
-        env=env,
-        cwd=cwd,
-        timeout=None if timeout is None else _duration("shell", "timeout", timeout),
-        non_retryable_exit_codes=frozenset(codes),
-    )
 
 
 class _Tail:
@@ -403,7 +264,7 @@ def _bad_command(message: str) -> JobError:
 
 async def shell(ctx: Context) -> Any:
     """Run a program from ``argv`` (or a ``script`` with ``shell: true``); see the module doc."""
-    command = _shell_command(ctx.input)
+    command = shell_command(ctx.input)
     loop = asyncio.get_running_loop()
     # loop.subprocess_exec is what asyncio.create_subprocess_exec runs on: the same exec of an
     # argv list, but its protocol tells when the process exits even while a background child
@@ -494,108 +355,6 @@ READ_LIMIT = 1024 * 1024
 """How much of a response body an http job reads at most (larger JSON is not parsed)."""
 SELECTED_HEADERS = ("content-type", "location", "etag", "retry-after")
 """Response headers an http job returns (others may carry secrets, such as cookies)."""
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-ParamValue = str | int | float | bool | None
-
-
-@dataclass(frozen=True)
-class _Request:
-    """A validated http job."""
-
-    method: str
-    url: str
-    shown_url: str
-    headers: dict[str, str]
-    params: dict[str, ParamValue | list[ParamValue]]
-    json: Any
-    has_json: bool
-    body: str | None
-    expect: frozenset[int] | None
-    timeout: float
-    follow_redirects: bool
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _http_request(params: Mapping[str, Any]) -> _Request:
-    """Validate an http job's ``with``; raises :class:`JobRejected` with what is wrong."""
-    _check_keys("http", params, KIND_PARAMS["http"])
-    url = params.get("url")
-    if not isinstance(url, str) or not url.strip():
-        raise _reject("http", "url is required: the address to call, e.g. https://host/path")
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as err:
-        raise _reject("http", f"url {url!r} is not valid: {err}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise _reject("http", f"url {url!r} must be an absolute http:// or https:// address")
-    # Credentials in the URL stay out of messages and the live detail.
-    shown_url = str(parsed.copy_with(userinfo=b"***")) if parsed.userinfo else url
-    method = params.get("method", "GET")
-    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-        raise _reject("http", f"method must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
-    headers_in = params.get("headers") or {}
-    if not isinstance(headers_in, dict):
-        raise _reject("http", f"headers must be a mapping of names to values, got {headers_in!r}")
-    headers: dict[str, str] = {}
-    for name, value in headers_in.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise _reject("http", f"headers: {name!r} is not a valid header name")
-        text = _string("http", f"headers.{name}", value)
-        if "\r" in text or "\n" in text:
-            raise _reject("http", f"headers.{name} must not contain a line break")
-        headers[name] = text
-    query_in = params.get("params") or {}
-    if not isinstance(query_in, dict):
-        raise _reject("http", f"params must be a mapping of names to values, got {query_in!r}")
-    query: dict[str, ParamValue | list[ParamValue]] = {}
-    for name, value in query_in.items():
-        if not isinstance(name, str) or not (
-            _scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))
-        ):
-            raise _reject("http", f"params.{name} must be a value or a list of values")
-        query[name] = value
-    has_json = params.get("json") is not None
-    body = params.get("body")
-    if has_json and body is not None:
-        raise _reject("http", "give either json or body, not both")
-    if body is not None and not isinstance(body, str):
-        raise _reject("http", "body must be a string (use json for structured data)")
-    if has_json:
-        try:
-            json.dumps(params["json"], allow_nan=False)
-        except (TypeError, ValueError) as err:
-            raise _reject("http", f"json is not JSON: {err}") from None
-    expect_in = params.get("expect")
-    expect: frozenset[int] | None = None
-    if expect_in is not None:
-        if isinstance(expect_in, int) and not isinstance(expect_in, bool):
-            expect_in = [expect_in]
-        if (
-            not isinstance(expect_in, list)
-            or not expect_in
-            or not all(
-                isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599
-                for s in expect_in
-            )
-        ):
-            raise _reject("http", f"expect must be a list of HTTP statuses, got {expect_in!r}")
-        expect = frozenset(expect_in)
-    return _Request(
-        method=method.upper(),
-        url=url,
-        shown_url=shown_url,
-        headers=headers,
-        params=query,
-        json=params.get("json"),
-        has_json=has_json,
-        body=body,
-        expect=expect,
-        timeout=_duration("http", "timeout", params.get("timeout", 30.0)),
-        follow_redirects=_bool("http", "follow_redirects", params.get("follow_redirects", False)),
-    )
 
 
 async def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
@@ -633,7 +392,7 @@ def _decode_text(response: httpx.Response, body: bytes) -> str:
 
 async def http(ctx: Context) -> Any:
     """Make one HTTP request and check its status; see the module doc."""
-    request = _http_request(ctx.input)
+    request = http_request(ctx.input)
     what = f"{request.method} {request.shown_url}"
     ctx.detail = what  # sent with the next heartbeat, if the request is still running by then
     try:
@@ -696,7 +455,7 @@ async def http(ctx: Context) -> Any:
 _MOVED_PACKAGES = frozenset({"activities", "workflows", "starter", "worker"})
 
 
-def _import_function(name: Any) -> Callable[..., Any]:
+def _import_function(name: str) -> Callable[..., Any]:
     """The function named ``package.module.qualname``; :class:`JobRejected` if there is none.
 
     A name in a package of the first layout (``activities.site.build``) that does not import as
@@ -706,7 +465,7 @@ def _import_function(name: Any) -> Callable[..., Any]:
     try:
         return _import_dotted(name)
     except JobRejected as err:
-        if not isinstance(name, str) or name.split(".")[0] not in _MOVED_PACKAGES:
+        if name.split(".")[0] not in _MOVED_PACKAGES:
             raise
         first_error = err
     try:
@@ -715,14 +474,8 @@ def _import_function(name: Any) -> Callable[..., Any]:
         raise first_error from None
 
 
-def _import_dotted(name: Any) -> Callable[..., Any]:
-    if not isinstance(name, str) or not name:
-        raise _reject(
-            "python", "function is required: the 'package.module.function' to call, a string"
-        )
+def _import_dotted(name: str) -> Callable[..., Any]:
     parts = name.split(".")
-    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
-        raise _reject("python", f"function {name!r} must be a dotted 'package.module.function'")
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         try:
@@ -731,9 +484,9 @@ def _import_dotted(name: Any) -> Callable[..., Any]:
             missing = err.name or ""
             if module_name == missing or module_name.startswith(missing + "."):
                 continue  # not a module: the name may be an attribute of a shorter prefix
-            raise _reject("python", f"cannot import module {module_name!r}: {err}") from None
+            raise rejected("python", f"cannot import module {module_name!r}: {err}") from None
         except Exception as err:
-            raise _reject(
+            raise rejected(
                 "python", f"cannot import module {module_name!r}: {type(err).__name__}: {err}"
             ) from None
         target: Any = module
@@ -742,7 +495,7 @@ def _import_dotted(name: Any) -> Callable[..., Any]:
                 target = getattr(target, attr)
             except AttributeError:
                 qualname = ".".join(parts[split:])
-                raise _reject(
+                raise rejected(
                     "python", f"module {module_name!r} has no function {qualname!r}"
                 ) from None
         if (
@@ -751,15 +504,15 @@ def _import_dotted(name: Any) -> Callable[..., Any]:
             or inspect.isbuiltin(target)
             or not callable(target)
         ):
-            raise _reject("python", f"{name!r} is not a Python function")
+            raise rejected("python", f"{name!r} is not a Python function")
         function: Callable[..., Any] = target
         return function
-    raise _reject("python", f"no module found for function {name!r}")
+    raise rejected("python", f"no module found for function {name!r}")
 
 
 async def python(ctx: Context) -> Any:
     """Call the function named by ``function`` with the context and return its result."""
-    function = _import_function(ctx.input.get("function"))
+    function = _import_function(python_function(ctx.input))
     return await call_job_function(function, ctx)
 
 
@@ -773,11 +526,8 @@ async def noop(ctx: Context) -> Any:
 
 async def fail(ctx: Context) -> Any:
     """Fail with ``message`` (and ``type``, ``non_retryable`` if given)."""
-    raise JobError(
-        str(ctx.input.get("message", "failed on purpose")),
-        type=str(ctx.input.get("type", "Fail")),
-        non_retryable=bool(ctx.input.get("non_retryable", False)),
-    )
+    message, type_, non_retryable = fail_params(ctx.input)
+    raise JobError(message, type=type_, non_retryable=non_retryable)
 
 
 KINDS: dict[str, Callable[[Context], Awaitable[Any]]] = {

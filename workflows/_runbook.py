@@ -20,7 +20,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar, get_args
@@ -47,13 +47,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from sternway.workflows._actions import Action
 from sternway.workflows._argv import argv_text
 from sternway.workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
+from sternway.workflows._kind_params import KIND_PARAMS, check_params, python_function
 from sternway.workflows._suggest import did_you_mean
-from sternway.workflows.errors import SpecError
+from sternway.workflows.errors import JobRejected, SpecError
 from sternway.workflows.models import (
     ACTIVITY_KINDS,
     HTTP_METHODS,
     JOB_KINDS,
-    KIND_PARAMS,
     MAX_ATTEMPTS,
     MAX_GROUP_ATTEMPTS,
     ON_TIMEOUT,
@@ -663,11 +663,18 @@ def _arg_rules(tp: Any, arg: _ArgRulesFormat, type_name: str, path: FieldPath) -
 
 # ---------------------------------------------------------------------- kind parameters
 
-_FUNCTION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
 
 def _is_expr(value: Any) -> bool:
     return isinstance(value, str) and "${{" in value
+
+
+def _holds_expression(value: Any) -> bool:
+    """Whether an expression is anywhere in ``value`` (its keys included)."""
+    if isinstance(value, dict):
+        return any(_holds_expression(k) or _holds_expression(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_expression(item) for item in value)
+    return isinstance(value, str) and ("${{" in value or "${%" in value)
 
 
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
@@ -768,6 +775,13 @@ class _Params:
                 raise _Invalid(where, f"must be a whole number from {low} to {high}")
         self.params[key] = items
 
+    def run_rule(self, rule: Callable[[dict[str, Any]], object], params: dict[str, Any]) -> None:
+        """Apply the kind's own rule (workflows/_kind_params.py), as the run will."""
+        try:
+            rule(params)
+        except JobRejected as err:
+            raise self.fail(None, str(err).removeprefix(f"{self.kind} job: ")) from None
+
     def check(self) -> dict[str, Any]:
         known = KIND_PARAMS[self.kind]
         if known is not None:
@@ -779,6 +793,9 @@ class _Params:
                         f"(known: {', '.join(sorted(known))})",
                     )
         getattr(self, f"_{self.kind}")()
+        if not _holds_expression(self.params):
+            # Every value is known: the run's rule decides, so validate and run agree.
+            self.run_rule(lambda params: check_params(self.kind, params), self.params)
         return self.params
 
     def _shell(self) -> None:
@@ -862,9 +879,7 @@ class _Params:
         pass
 
     def _fail(self) -> None:
-        self.string("message")
-        self.string("type")
-        self.boolean("non_retryable")
+        pass  # the run's rule (fail_params) covers it
 
     def _approval(self) -> None:
         self.duration("timeout")
@@ -877,10 +892,8 @@ class _Params:
 
     def _python(self) -> None:
         function = self.params.get("function")
-        if function is None:
-            raise self.fail(None, "a python job needs a function (module.name of a function)")
-        if not isinstance(function, str) or not _FUNCTION.match(function):
-            raise self.fail("function", "must name a function as module.name")
+        if not _is_expr(function):
+            self.run_rule(python_function, {"function": function})
 
 
 # ------------------------------------------------------------------------- the compiler

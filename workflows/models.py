@@ -38,7 +38,6 @@ __all__ = [
     "HISTORY_HALT_EVENTS",
     "HTTP_METHODS",
     "JOB_KINDS",
-    "KIND_PARAMS",
     "MASK",
     "MAX_ARGS_BYTES",
     "MAX_ATTEMPTS",
@@ -263,31 +262,6 @@ ACTIVITY_KINDS = ("python", "shell", "http", "noop", "fail")
 WORKFLOW_KINDS = ("sleep", "approval")
 JOB_KINDS = ACTIVITY_KINDS + WORKFLOW_KINDS
 
-
-KIND_PARAMS: dict[str, frozenset[str] | None] = {
-    "shell": frozenset(
-        {"argv", "script", "args", "shell", "env", "cwd", "timeout", "non_retryable_exit_codes"}
-    ),
-    "http": frozenset(
-        {
-            "method",
-            "url",
-            "headers",
-            "json",
-            "body",
-            "params",
-            "expect",
-            "timeout",
-            "follow_redirects",
-        }
-    ),
-    "sleep": frozenset({"duration"}),
-    "noop": None,  # anything: noop returns its input
-    "fail": frozenset({"message", "type", "non_retryable"}),
-    "approval": frozenset({"timeout", "on_timeout", "require_token"}),
-    "python": None,  # `function`, and the function's input
-}
-"""The ``with`` parameters each job kind takes (``None``: any)."""
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ON_TIMEOUT = ("fail", "rollback", "approve")
