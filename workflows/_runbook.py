@@ -64,6 +64,7 @@ from sternway.workflows.models import (
     Plan,
     RetrySpec,
     check_name,
+    find_cycle,
     parse_duration,
 )
 
@@ -1026,33 +1027,6 @@ def _positive(value: float | None, path: FieldPath) -> float | None:
     return value
 
 
-def _find_cycle(after: dict[str, list[str]]) -> list[str]:
-    """One dependency cycle as a path of names (``a -> b -> a``), or an empty list."""
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> list[str]:
-        state[node] = 1
-        path.append(node)
-        for dep in after.get(node, []):
-            if state.get(dep) == 1:
-                return [*path[path.index(dep) :], dep]
-            if dep not in state and dep in after:
-                found = visit(dep)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return []
-
-    for name in after:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
-    return []
-
-
 class _Compiler:
     def __init__(self) -> None:
         self.ctx = _Context()
@@ -1203,7 +1177,7 @@ class _Compiler:
         index = {job.name: i for i, job in enumerate(jobs)}
         specs = [self.job(job, (*path, i), names, task_queue, index) for i, job in enumerate(jobs)]
         after = {job.name: job.after for job in jobs}
-        cycle = _find_cycle(after)
+        cycle = find_cycle(after)
         if cycle:
             raise _Invalid(
                 (*path, index[cycle[0]], "after"), "jobs form a cycle: " + " -> ".join(cycle)

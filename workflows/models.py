@@ -88,6 +88,7 @@ __all__ = [
     "args_refusal",
     "bounded_status",
     "clip_masked",
+    "find_cycle",
     "holds_secret",
     "mask_fragments",
     "mask_secrets",
@@ -390,29 +391,36 @@ def _check_scope(jobs: list[JobSpec], where: str) -> None:
                 raise ValueError(f"job {job.name!r} cannot run after itself")
             if dep not in seen:
                 raise ValueError(f"job {job.name!r} runs after unknown job {dep!r}")
-    cycle = _find_cycle({j.name: j.after for j in jobs})
+    cycle = find_cycle({j.name: j.after for j in jobs})
     if cycle:
         raise ValueError("jobs form a cycle: " + " -> ".join(cycle))
 
 
-def _find_cycle(after: dict[str, list[str]]) -> list[str]:
-    """One dependency cycle as a path of names, or an empty list."""
+def find_cycle(after: dict[str, list[str]]) -> list[str]:
+    """One dependency cycle as a path of names (``a -> b -> a``), or an empty list."""
     state: dict[str, int] = {}
     path: list[str] = []
 
     def visit(node: str) -> list[str]:
         state[node] = 1
         path.append(node)
-        for dep in after[node]:
+        for dep in after.get(node, []):
             if state.get(dep) == 1:
                 return [*path[path.index(dep) :], dep]
-            if dep not in state:
+            if dep not in state and dep in after:
                 found = visit(dep)
                 if found:
                     return found
         path.pop()
         state[node] = 2
         return []
+
+    for name in after:
+        if name not in state:
+            found = visit(name)
+            if found:
+                return found
+    return []
 
     for name in after:
         if name not in state:
