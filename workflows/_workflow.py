@@ -20,7 +20,7 @@ import asyncio
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
@@ -28,16 +28,19 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
-    TimeoutType,
-)
-from temporalio.exceptions import (
-    TimeoutError as TemporalTimeoutError,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ConfigDict, ValidationError
-
+    from sternway.workflows._commands import NoInput, ignored, refuse, signal_input, update_input
     from sternway.workflows._expr import ExpressionError, render, truthy
+    from sternway.workflows._failures import (
+        Failure,
+        JobFailure,
+        classify,
+        encoded_size,
+        error_of,
+        text_refusal,
+    )
     from sternway.workflows._protocol import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
@@ -53,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
         HISTORY_HALT_BYTES,
         HISTORY_HALT_EVENTS,
         MAX_ARGS_BYTES,
-        MAX_COMMENT_CHARS,
         MAX_JOB_INPUT_BYTES,
         MAX_TASK_INPUT_BYTES,
         TERMINAL_RUN_STATES,
@@ -111,111 +113,6 @@ _TEMPORAL_CANCEL = "cancel requested through Temporal"
 # An each over more than each.chunk_size items runs in child workflows of that many items, this
 # many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
 _FANOUT_PARALLEL = 4
-
-
-class _JobFailure(Exception):
-    """Raised by the interpreter where a job cannot go on (its input is too large or cannot be
-    serialised): the job fails with ``info``, and its scope halts as for any failure."""
-
-    def __init__(self, info: ErrorInfo) -> None:
-        super().__init__(info.message)
-        self.info = info
-
-
-def _error_of(err: Exception) -> ErrorInfo:
-    """The error a job (or the run) fails with when the interpreter meets ``err``.
-
-    The last line of defence: whatever is raised while a job is interpreted (rendering,
-    serialising its input, bookkeeping) fails that job, never the workflow task, which would
-    fail again at every retry and leave the run wedged with nothing rolled back.
-    """
-    if isinstance(err, _JobFailure):
-        return err.info
-    if isinstance(err, ExpressionError):
-        return ErrorInfo(type=ErrorType.EXPRESSION_ERROR, message=str(err))
-    return ErrorInfo(type=ErrorType.INTERNAL_ERROR, message=f"{type(err).__name__}: {err}"[:2000])
-
-
-def _too_large(what: str, size: int, budget: int) -> _JobFailure:
-    return _JobFailure(
-        ErrorInfo(
-            type=ErrorType.TOO_LARGE,
-            message=f"{what} is {size} bytes, more than the budget of {budget} bytes "
-            "(docs/semantics.md, Size budget): keep large data outside the run",
-        )
-    )
-
-
-def _encoded_size(value: Any, what: str, budget: int) -> int:
-    """The size of ``value`` as the payload Temporal would get; :class:`_JobFailure` when it
-    cannot be serialised or is over ``budget``. Checked here, before a command carries it, as
-    an oversized or unserialisable payload fails the workflow task instead."""
-    try:
-        payload = workflow.payload_converter().to_payload(value)
-    except Exception as err:
-        raise _JobFailure(
-            ErrorInfo(
-                type=ErrorType.NOT_SERIALIZABLE,
-                message=f"{what} cannot be serialised: {err}"[:2000],
-            )
-        ) from None
-    size = len(payload.data)
-    if size > budget:
-        raise _too_large(what, size, budget)
-    return size
-
-
-def _text_refusal(what: str, text: str) -> str | None:
-    """Why a comment or reason is refused: it is over its budget."""
-    if len(text) > MAX_COMMENT_CHARS:
-        return f"the {what} is {len(text)} characters, more than the limit of {MAX_COMMENT_CHARS}"
-    return None
-
-
-class _Failure:
-    """A failed attempt: its error, its report, and how it may be retried."""
-
-    def __init__(
-        self, error: ErrorInfo, report: AttemptReport, retryable: bool, infra: bool = False
-    ) -> None:
-        self.error = error
-        self.report = report
-        self.retryable = retryable
-        # The worker died or shut down under the attempt: not the job's fault, so it does not
-        # count against the job's retry policy.
-        self.infra = infra
-
-
-def _classify(err: ActivityError) -> _Failure:
-    """Reason, type and message of a failed attempt, its report, and whether it may be retried."""
-    cause = err.cause
-    if isinstance(cause, TemporalTimeoutError):
-        report = AttemptReport(reason=Reason.TIMEOUT)
-        if cause.last_heartbeat_details and isinstance(cause.last_heartbeat_details[0], dict):
-            beat = cause.last_heartbeat_details[0]
-            report.rollback_data = beat.get("rollback_data")
-            report.has_rollback_data = bool(beat.get("has_rollback_data"))
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        info = ErrorInfo(reason=Reason.TIMEOUT, type=ErrorType.TIMEOUT, message=f"{kind} timeout")
-        return _Failure(info, report, True, infra=cause.type == TimeoutType.HEARTBEAT)
-    if isinstance(cause, CancelledError):
-        info = ErrorInfo(reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled")
-        return _Failure(info, AttemptReport(reason=Reason.CANCELLED), False)
-    if isinstance(cause, ApplicationError):
-        report = AttemptReport()
-        if cause.details and isinstance(cause.details[0], dict):
-            try:
-                report = AttemptReport.model_validate(cause.details[0])
-            except ValidationError:
-                report = AttemptReport()
-        info = ErrorInfo(
-            reason=report.reason, type=cause.type or "ApplicationError", message=cause.message
-        )
-        return _Failure(
-            info, report, not cause.non_retryable, infra=cause.type == ErrorType.WORKER_SHUTDOWN
-        )
-    message = str(cause) if cause is not None else str(err)
-    return _Failure(ErrorInfo(type=type(cause).__name__, message=message), AttemptReport(), True)
 
 
 class _Scope:
@@ -326,8 +223,8 @@ class ActionWorkflow:
             return await self._reject("InvalidInput", f"the run input is not valid: {err}")
         try:
             # Checked before the plan (which holds the args) is recorded.
-            _encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
-        except _JobFailure as err:
+            encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
+        except JobFailure as err:
             return await self._reject(err.info.type, err.info.message)
         self._requestor = self._status.requestor = inp.requestor
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
@@ -443,7 +340,7 @@ class ActionWorkflow:
     async def _halt_internal(self, err: Exception) -> None:
         """The run met an error outside any job: it fails with it, and what runs is awaited so
         that the rollback that follows undoes finished work only."""
-        error = _error_of(err)
+        error = error_of(err)
         workflow.logger.error("run %s halts: %s", self._status.run_id, error.message)
         if self._root is not None:
             self._fail(self._root, error)
@@ -631,7 +528,7 @@ class ActionWorkflow:
         except workflow.NondeterminismError:
             raise  # a changed workflow, not an input: Temporal retries the task, as it should
         except Exception as err:
-            error = _error_of(err).model_copy(update={"job": name})
+            error = error_of(err).model_copy(update={"job": name})
             self._end_job(self._entry(name), JobState.FAILED, error)
             if error.type == ErrorType.HISTORY_LIMIT and self._root is not None:
                 if self._failure is not None and self._failure.type == error.type:
@@ -764,7 +661,7 @@ class ActionWorkflow:
                 jobs=jobs,
             )
             await self._task_room(
-                _encoded_size(chunk_input, f"the input of {name}'s chunk", MAX_JOB_INPUT_BYTES)
+                encoded_size(chunk_input, f"the input of {name}'s chunk", MAX_JOB_INPUT_BYTES)
             )
             self._chunk_owner[chunk_id] = (scope, spec)
             handle = await workflow.start_child_workflow(
@@ -942,7 +839,7 @@ class ActionWorkflow:
             if full is not None and (self._failure is None or self._failure.type == full.type):
                 # Another attempt could take the run past Temporal's limit, where the server
                 # would end it with nothing undone: the job fails, and the run rolls back.
-                raise _JobFailure(full)
+                raise JobFailure(full)
             if self._scope_halting(scope):
                 if job.attempts:
                     self._end_job(job, JobState.CANCELLED, job.error)
@@ -985,7 +882,7 @@ class ActionWorkflow:
         job: JobStatus,
         call: CallSpec,
         redelivery: bool = False,
-    ) -> _Failure | None:
+    ) -> Failure | None:
         """One attempt (or a delivery again of it) of a job; None when it completed, else how it
         failed."""
         action = self._status.action
@@ -1005,12 +902,12 @@ class ActionWorkflow:
             secrets=self._secrets,
         )
         # Before the attempt starts: a job whose input cannot be sent has not started.
-        await self._task_room(_encoded_size(inp, f"the input of job {name!r}", MAX_JOB_INPUT_BYTES))
+        await self._task_room(encoded_size(inp, f"the input of job {name!r}", MAX_JOB_INPUT_BYTES))
         if self._scope_halting(scope):
             error = ErrorInfo(
                 reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
             )
-            return _Failure(error, AttemptReport(reason=Reason.CANCELLED), False)
+            return Failure(error, AttemptReport(reason=Reason.CANCELLED), False)
         entry = self._begin(name, job, redelivery)
         delivery = sum(1 for e in job.log if e.attempt == job.attempts)
         handle = workflow.start_activity(
@@ -1029,7 +926,7 @@ class ActionWorkflow:
         try:
             result = await handle
         except ActivityError as err:
-            failure = _classify(err)
+            failure = classify(err)
             self._keep_rollback_data(name, failure.report)
             cancelled = failure.error.reason == Reason.CANCELLED
             state = JobState.CANCELLED if cancelled else JobState.FAILED
@@ -1247,7 +1144,7 @@ class ActionWorkflow:
                     has_rollback_data=has_data,
                     secrets=self._secrets,
                 )
-                _encoded_size(inp, f"the rollback input of job {name!r}", MAX_JOB_INPUT_BYTES)
+                encoded_size(inp, f"the rollback input of job {name!r}", MAX_JOB_INPUT_BYTES)
                 report = await workflow.execute_activity(
                     ACTIVITY_ROLLBACK,
                     inp,
@@ -1261,7 +1158,7 @@ class ActionWorkflow:
                     + _note(rollback.attempts, delivery),
                 )
             except ActivityError as err:
-                failure = _classify(err)
+                failure = classify(err)
                 self._log_attempt(entry, failure.report, JobState.FAILED, failure.error)
                 rollback.error = failure.error
                 if failure.infra and infra_failures < _INFRA_RETRIES:
@@ -1277,7 +1174,7 @@ class ActionWorkflow:
                 raise
             except Exception as err:
                 # Its input cannot be rendered, serialised or sent: no retry will change that.
-                error = _error_of(err)
+                error = error_of(err)
                 self._log_attempt(entry, AttemptReport(), JobState.FAILED, error)
                 rollback.error = error
             else:
@@ -1386,8 +1283,8 @@ class ActionWorkflow:
         )
 
     def _refuse_stop(self, cmd: StopCommand | None = None) -> str | None:
-        if cmd is not None and _text_refusal("stop reason", cmd.reason):
-            return _text_refusal("stop reason", cmd.reason)
+        if cmd is not None and text_refusal("stop reason", cmd.reason):
+            return text_refusal("stop reason", cmd.reason)
         # A stop of a STOPPED run answers ok, as a repeated stop does (DESIGN.md, Idempotent stop).
         if self._status.state in TERMINAL_RUN_STATES and self._status.state != RunState.STOPPED:
             return f"the run is {self._status.state.value}: there is nothing to stop"
@@ -1407,7 +1304,7 @@ class ActionWorkflow:
         return None
 
     def _refuse_decision(self, cmd: ApprovalCommand) -> str | None:
-        refusal = _text_refusal("comment", cmd.comment)
+        refusal = text_refusal("comment", cmd.comment)
         if refusal:
             return refusal
         approval = self._approvals.get(cmd.job)
@@ -1473,96 +1370,96 @@ class ActionWorkflow:
     def stop(self, *args: Any) -> CommandResult:
         """Stop the run: cancel running jobs, then roll back unless ``rollback`` is false."""
         return self._request_stop(
-            _update_input(Handler.STOP, StopCommand, args, StopCommand()), False
+            update_input(Handler.STOP, StopCommand, args, StopCommand()), False
         )
 
     @stop.validator
     def _validate_stop(self, *args: Any) -> None:
-        _refuse(self._refuse_stop(_update_input(Handler.STOP, StopCommand, args, StopCommand())))
+        refuse(self._refuse_stop(update_input(Handler.STOP, StopCommand, args, StopCommand())))
 
     @workflow.update(name=Handler.SUSPEND)
     def suspend(self, *args: Any) -> CommandResult:
         """Start no new jobs (``now``: also cancel running ones, which re-run on resume)."""
         return self._do_suspend(
-            _update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+            update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
         )
 
     @suspend.validator
     def _validate_suspend(self, *args: Any) -> None:
-        _refuse(
+        refuse(
             self._refuse_suspend(
-                _update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+                update_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
             )
         )
 
     @workflow.update(name=Handler.RESUME)
     def resume(self, *args: Any) -> CommandResult:
         """Resume a suspended run (its input, if any, is an object and says nothing yet)."""
-        _update_input(Handler.RESUME, _Nothing, args, _Nothing())
+        update_input(Handler.RESUME, NoInput, args, NoInput())
         return self._do_resume()
 
     @resume.validator
     def _validate_resume(self, *args: Any) -> None:
-        _update_input(Handler.RESUME, _Nothing, args, _Nothing())
-        _refuse(self._refuse_resume())
+        update_input(Handler.RESUME, NoInput, args, NoInput())
+        refuse(self._refuse_resume())
 
     @workflow.update(name=Handler.APPROVE)
     def approve(self, *args: Any) -> CommandResult:
         """Approve a waiting approval job."""
-        return self._decide(_update_input(Handler.APPROVE, ApprovalCommand, args), True)
+        return self._decide(update_input(Handler.APPROVE, ApprovalCommand, args), True)
 
     @approve.validator
     def _validate_approve(self, *args: Any) -> None:
-        _refuse(self._refuse_decision(_update_input(Handler.APPROVE, ApprovalCommand, args)))
+        refuse(self._refuse_decision(update_input(Handler.APPROVE, ApprovalCommand, args)))
 
     @workflow.update(name=Handler.REJECT)
     def reject(self, *args: Any) -> CommandResult:
         """Reject a waiting approval job: it fails, and the run rolls back."""
-        return self._decide(_update_input(Handler.REJECT, ApprovalCommand, args), False)
+        return self._decide(update_input(Handler.REJECT, ApprovalCommand, args), False)
 
     @reject.validator
     def _validate_reject(self, *args: Any) -> None:
-        _refuse(self._refuse_decision(_update_input(Handler.REJECT, ApprovalCommand, args)))
+        refuse(self._refuse_decision(update_input(Handler.REJECT, ApprovalCommand, args)))
 
     @workflow.signal(name=Handler.STOP)
     def stop_signal(self, *args: Any) -> None:
         """``stop`` as a signal, for the Web UI and ``temporal workflow signal``."""
-        cmd = _signal_input(Handler.STOP, StopCommand, args, StopCommand())
-        if cmd is not None and not _ignored(Handler.STOP, self._refuse_stop(cmd)):
+        cmd = signal_input(Handler.STOP, StopCommand, args, StopCommand())
+        if cmd is not None and not ignored(Handler.STOP, self._refuse_stop(cmd)):
             self._request_stop(cmd, False)
 
     @workflow.signal(name=Handler.SUSPEND)
     def suspend_signal(self, *args: Any) -> None:
         """``suspend`` as a signal."""
-        cmd = _signal_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
-        if cmd is not None and not _ignored(Handler.SUSPEND, self._refuse_suspend(cmd)):
+        cmd = signal_input(Handler.SUSPEND, SuspendCommand, args, SuspendCommand())
+        if cmd is not None and not ignored(Handler.SUSPEND, self._refuse_suspend(cmd)):
             self._do_suspend(cmd)
 
     @workflow.signal(name=Handler.RESUME)
     def resume_signal(self, *args: Any) -> None:
         """``resume`` as a signal."""
-        cmd = _signal_input(Handler.RESUME, _Nothing, args, _Nothing())
-        if cmd is not None and not _ignored(Handler.RESUME, self._refuse_resume()):
+        cmd = signal_input(Handler.RESUME, NoInput, args, NoInput())
+        if cmd is not None and not ignored(Handler.RESUME, self._refuse_resume()):
             self._do_resume()
 
     @workflow.signal(name=Handler.APPROVE)
     def approve_signal(self, *args: Any) -> None:
         """``approve`` as a signal."""
-        cmd = _signal_input(Handler.APPROVE, ApprovalCommand, args)
-        if cmd is not None and not _ignored(Handler.APPROVE, self._refuse_decision(cmd)):
+        cmd = signal_input(Handler.APPROVE, ApprovalCommand, args)
+        if cmd is not None and not ignored(Handler.APPROVE, self._refuse_decision(cmd)):
             self._decide(cmd, True)
 
     @workflow.signal(name=Handler.REJECT)
     def reject_signal(self, *args: Any) -> None:
         """``reject`` as a signal."""
-        cmd = _signal_input(Handler.REJECT, ApprovalCommand, args)
-        if cmd is not None and not _ignored(Handler.REJECT, self._refuse_decision(cmd)):
+        cmd = signal_input(Handler.REJECT, ApprovalCommand, args)
+        if cmd is not None and not ignored(Handler.REJECT, self._refuse_decision(cmd)):
             self._decide(cmd, False)
 
     @workflow.signal(name=Handler.CHUNK_DONE)
     def chunk_done_signal(self, *args: Any) -> None:
         """A chunk's items are done (or it halted); a failure there fails the each job."""
-        summary = _signal_input(Handler.CHUNK_DONE, ChunkSummary, args)
+        summary = signal_input(Handler.CHUNK_DONE, ChunkSummary, args)
         if summary is None:
             return
         self._chunk_done[summary.chunk] = summary
@@ -1574,7 +1471,7 @@ class ActionWorkflow:
     @workflow.signal(name=Handler.FINISH)
     def finish_signal(self, *args: Any) -> None:
         """The parent's last word to a chunk."""
-        cmd = _signal_input(Handler.FINISH, ChunkFinish, args)
+        cmd = signal_input(Handler.FINISH, ChunkFinish, args)
         if cmd is not None:
             self._chunk_finish = cmd
             self._changed()
@@ -1592,58 +1489,6 @@ class ActionWorkflow:
         return bounded_status(masked_status(view, self._secrets))
 
 
-class _Nothing(BaseModel):
-    """The input of ``resume``: any JSON object (or none), which says nothing so far."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-_Command = TypeVar("_Command", bound=BaseModel)
-
-
-def _command_input(
-    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None
-) -> _Command | str:
-    """The one input of a command as ``model`` (``default`` when there is none, or it is
-    null), or a one-line reason why the input is not one."""
-    if len(args) > 1:
-        return f"{command} takes one JSON object as its input, not {len(args)} inputs"
-    value = args[0] if args else None
-    if value is None:
-        if default is not None:
-            return default.model_copy()
-        fields = ", ".join(name for name, f in model.model_fields.items() if f.is_required())
-        return f"{command} takes a JSON object with {fields}, and got no input"
-    try:
-        return model.model_validate(value)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return f"{command}: invalid input{' at ' + where if where else ''}: {first['msg']}"
-
-
-def _update_input(
-    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None = None
-) -> _Command:
-    """The update's input as ``model``; an invalid one refuses the update (nothing changes)."""
-    found = _command_input(command, model, args, default)
-    if isinstance(found, str):
-        raise ApplicationError(found, type=ErrorType.COMMAND_REFUSED)
-    return found
-
-
-def _signal_input(
-    command: str, model: type[_Command], args: Sequence[Any], default: _Command | None = None
-) -> _Command | None:
-    """The signal's input as ``model``; None, logged, when it is not one (signals cannot be
-    refused, and raising would fail the workflow task)."""
-    found = _command_input(command, model, args, default)
-    if isinstance(found, str):
-        workflow.logger.warning("%s signal ignored: %s", command, found)
-        return None
-    return found
-
-
 def _numbered(attempt: int, delivery: int) -> str:
     """``<attempt>``, or ``<attempt>.<delivery>`` for an attempt delivered again: the end of an
     activity id, unique in the run."""
@@ -1656,16 +1501,3 @@ def _note(attempt: int, delivery: int) -> str:
     if delivery > 1:
         parts.append(f"delivery {delivery}")
     return f" ({', '.join(parts)})" if parts else ""
-
-
-def _refuse(refusal: str | None) -> None:
-    """Validators refuse a command by raising; nothing changes in the run."""
-    if refusal:
-        raise ApplicationError(refusal, type=ErrorType.COMMAND_REFUSED)
-
-
-def _ignored(command: str, refusal: str | None) -> bool:
-    """Signals cannot be refused: an invalid one is logged and ignored."""
-    if refusal:
-        workflow.logger.warning("%s signal ignored: %s", command, refusal)
-    return refusal is not None

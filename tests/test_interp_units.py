@@ -1,0 +1,173 @@
+"""The interpreter's pure parts, without a server: how a failed attempt is classified, what a
+job fails with when interpreting it raises, and how command inputs are read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutType,
+)
+from temporalio.exceptions import (
+    TimeoutError as TemporalTimeoutError,
+)
+
+from sternway.workflows._commands import NoInput, command_input, refuse, update_input
+from sternway.workflows._expr import ExpressionError
+from sternway.workflows._failures import (
+    JobFailure,
+    classify,
+    error_of,
+    text_refusal,
+    too_large,
+)
+from sternway.workflows.models import (
+    MAX_COMMENT_CHARS,
+    ApprovalCommand,
+    AttemptReport,
+    ErrorInfo,
+    Reason,
+    StopCommand,
+)
+
+
+def failed_with(cause: BaseException) -> ActivityError:
+    """An attempt's ActivityError caused by ``cause``, as the SDK hands it to the workflow."""
+    err = ActivityError(
+        "activity failed",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="worker",
+        activity_type="sternway.execute",
+        activity_id="j#1",
+        retry_state=None,
+    )
+    err.__cause__ = cause
+    return err
+
+
+# ------------------------------------------------------------------------------ classify
+
+
+def test_a_job_error_keeps_its_type_reason_report_and_retry() -> None:
+    report = AttemptReport(
+        reason=Reason.BAD_EXIT, rollback_data={"undo": 1}, has_rollback_data=True
+    )
+    cause = ApplicationError("exit 3", report.model_dump(mode="json"), type="BadExit")
+    failure = classify(failed_with(cause))
+    assert failure.error == ErrorInfo(reason=Reason.BAD_EXIT, type="BadExit", message="exit 3")
+    assert failure.report.rollback_data == {"undo": 1}
+    assert failure.retryable and not failure.infra
+
+
+def test_a_non_retryable_error_is_not_retried() -> None:
+    cause = ApplicationError("no", type="Fatal", non_retryable=True)
+    assert not classify(failed_with(cause)).retryable
+
+
+def test_a_worker_shutdown_is_not_the_jobs_fault() -> None:
+    cause = ApplicationError("the worker shut down", {}, type="WorkerShutdown")
+    failure = classify(failed_with(cause))
+    assert failure.infra and failure.retryable
+
+
+def test_details_that_are_not_a_report_give_an_empty_report() -> None:
+    cause = ApplicationError("odd", {"reason": "not-a-reason", "extra": 1}, type="Odd")
+    failure = classify(failed_with(cause))
+    assert failure.report == AttemptReport() and failure.error.type == "Odd"
+
+
+def test_a_heartbeat_timeout_keeps_the_rollback_data_of_the_last_beat() -> None:
+    beat = {"rollback_data": {"pid": 7}, "has_rollback_data": True}
+    cause = TemporalTimeoutError(
+        "timeout", type=TimeoutType.HEARTBEAT, last_heartbeat_details=[beat]
+    )
+    failure = classify(failed_with(cause))
+    assert failure.error.reason == Reason.TIMEOUT and failure.error.message == "heartbeat timeout"
+    assert failure.report.rollback_data == {"pid": 7} and failure.report.has_rollback_data
+    assert failure.infra  # a dead worker stops heartbeating
+
+
+def test_a_start_to_close_timeout_is_the_jobs_own() -> None:
+    cause = TemporalTimeoutError("t", type=TimeoutType.START_TO_CLOSE, last_heartbeat_details=[])
+    failure = classify(failed_with(cause))
+    assert failure.error.message == "start-to-close timeout" and not failure.infra
+
+
+def test_a_cancelled_attempt_is_cancelled_and_not_retried() -> None:
+    failure = classify(failed_with(CancelledError()))
+    assert failure.error.reason == Reason.CANCELLED and not failure.retryable
+
+
+def test_any_other_cause_is_a_retryable_error_named_by_its_class() -> None:
+    failure = classify(failed_with(RuntimeError("odd")))
+    assert failure.error == ErrorInfo(type="RuntimeError", message="odd") and failure.retryable
+
+
+# ------------------------------------------------------------------------ the last defence
+
+
+def test_what_interpreting_a_job_raises_becomes_that_jobs_error() -> None:
+    assert error_of(ExpressionError("no such arg")).type == "ExpressionError"
+    assert error_of(too_large("the input", 10, 5)).type == "TooLarge"
+    internal = error_of(KeyError("j2[y]"))
+    assert internal.type == "InternalError" and "KeyError" in internal.message
+    assert len(error_of(ValueError("x" * 10_000)).message) <= 2000
+
+
+def test_too_large_names_the_sizes_and_the_budget() -> None:
+    failure = too_large("the input of j", 3_000_000, 2_000_000)
+    assert isinstance(failure, JobFailure)
+    assert "3000000 bytes" in failure.info.message and "2000000" in failure.info.message
+
+
+def test_comments_over_the_budget_are_refused() -> None:
+    assert text_refusal("comment", "ok") is None
+    refusal = text_refusal("comment", "x" * (MAX_COMMENT_CHARS + 1))
+    assert refusal is not None and str(MAX_COMMENT_CHARS) in refusal
+
+
+# --------------------------------------------------------------------------- command input
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], StopCommand()),
+        ([None], StopCommand()),
+        ([{"rollback": False, "reason": "r"}], StopCommand(rollback=False, reason="r")),
+    ],
+)
+def test_a_stop_without_input_takes_the_default(args: list[Any], expected: StopCommand) -> None:
+    assert command_input("stop", StopCommand, args, StopCommand()) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([{}, {}], "takes one JSON object as its input, not 2 inputs"),
+        ([None], "takes a JSON object with job, and got no input"),
+        ([{"job": 3}], "approve: invalid input at job"),
+        (["text"], "approve: invalid input"),
+    ],
+)
+def test_a_bad_command_input_is_a_one_line_reason(args: list[Any], said: str) -> None:
+    found = command_input("approve", ApprovalCommand, args, None)
+    assert isinstance(found, str) and said in found and "\n" not in found
+
+
+def test_an_update_with_a_bad_input_is_refused_and_changes_nothing() -> None:
+    with pytest.raises(ApplicationError) as caught:
+        update_input("approve", ApprovalCommand, [{"job": None}])
+    assert caught.value.type == "CommandRefused"
+    with pytest.raises(ApplicationError, match="not now"):
+        refuse("not now")
+    refuse(None)  # no refusal: nothing raised
+
+
+def test_resume_takes_any_object() -> None:
+    assert isinstance(command_input("resume", NoInput, [{"anything": 1}], NoInput()), NoInput)
