@@ -42,7 +42,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from sternway.activities import JobActivities
 from sternway.activities.site import deploy_site
-from sternway.workflows import ActionWorkflow
+from sternway.workflows import ActionWorkflow, ChunkWorkflow
 from sternway.workflows._actions import Action, Registry
 from sternway.workflows._catalog import CatalogActivity, CatalogWorkflow
 from sternway.workflows._runbook import load_folder, runbook_version
@@ -330,7 +330,7 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ActionWorkflow, CatalogWorkflow],
+        workflows=[ActionWorkflow, ChunkWorkflow, CatalogWorkflow],
         activities=[jobs.resolve, jobs.execute, jobs.rollback, CatalogActivity(registry).catalog],
         workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from temporalio import workflow
 from temporalio.common import RawValue
 
-from sternway.workflows._workflow import ActionWorkflow
-from sternway.workflows.models import ChunkResult, RunState, RunStatus
+from sternway.workflows._protocol import CHUNK_WORKFLOW
+from sternway.workflows._workflow import ActionWorkflow, ChunkWorkflow
+from sternway.workflows.models import ChunkInput, ChunkResult, RunState, RunStatus
 
 
 @workflow.defn(dynamic=True)
@@ -23,10 +24,21 @@ class ExtraTimerWorkflow(ActionWorkflow):
     """Waits a moment before it starts: a timer that no recorded history has."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
         """Sleep, then run as usual."""
         await workflow.sleep(0.01)
         return await super().run(raw)
+
+
+@workflow.defn(name=CHUNK_WORKFLOW)
+class ExtraTimerChunkWorkflow(ChunkWorkflow):
+    """The same extra timer in a fan-out chunk."""
+
+    @workflow.run
+    async def run(self, inp: ChunkInput) -> ChunkResult:
+        """Sleep, then run as usual."""
+        await workflow.sleep(0.01)
+        return await super().run(inp)
 
 
 @workflow.defn(dynamic=True)
@@ -34,13 +46,17 @@ class OldestFirstRollbackWorkflow(ActionWorkflow):
     """Rolls jobs back oldest first: the rollback activities come in another order."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
         """Run as usual."""
         return await super().run(raw)
 
     async def _rollback_all(self) -> None:
         self._start_order.reverse()
         await super()._rollback_all()
+
+
+def _stamp_with_the_host_clock(run: ActionWorkflow | ChunkWorkflow) -> None:
+    run._status.finished_at = datetime.now(UTC)
 
 
 @workflow.defn(dynamic=True)
@@ -52,10 +68,24 @@ class WallClockWorkflow(ActionWorkflow):
     """
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
         """Run as usual."""
         return await super().run(raw)
 
     def _set_state(self, state: RunState) -> None:
         super()._set_state(state)
-        self._status.finished_at = datetime.now(UTC)
+        _stamp_with_the_host_clock(self)
+
+
+@workflow.defn(name=CHUNK_WORKFLOW)
+class WallClockChunkWorkflow(ChunkWorkflow):
+    """The same host clock in a fan-out chunk."""
+
+    @workflow.run
+    async def run(self, inp: ChunkInput) -> ChunkResult:
+        """Run as usual."""
+        return await super().run(inp)
+
+    def _set_state(self, state: RunState) -> None:
+        super()._set_state(state)
+        _stamp_with_the_host_clock(self)

@@ -21,14 +21,16 @@ from temporalio.workflow import NondeterminismError
 
 from sternway import RunHandle, submit
 from sternway.worker import create_worker, load_registry, workflow_runner
-from sternway.workflows import ActionWorkflow
+from sternway.workflows import ActionWorkflow, ChunkWorkflow
 from sternway.workflows._protocol import CHUNK_WORKFLOW
 from sternway.workflows.models import SANDBOX_MODES
 from tests.cli import REPO
 from tests.helpers import wait_for
 from tests.nondeterministic import (
+    ExtraTimerChunkWorkflow,
     ExtraTimerWorkflow,
     OldestFirstRollbackWorkflow,
+    WallClockChunkWorkflow,
     WallClockWorkflow,
 )
 
@@ -47,10 +49,13 @@ def workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-def replayer(workflow_class: type = ActionWorkflow, sandbox: str = "off") -> Replayer:
-    """A replayer set up as workers are: the same converter, and the runner of ``sandbox``."""
+def replayer(
+    action: type = ActionWorkflow, chunk: type = ChunkWorkflow, sandbox: str = "off"
+) -> Replayer:
+    """A replayer set up as workers are: the action and chunk workflows, the same converter,
+    and the runner of ``sandbox``."""
     return Replayer(
-        workflows=[workflow_class],
+        workflows=[action, chunk],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(sandbox),
     )
@@ -92,7 +97,7 @@ async def test_recorded_history_replays(path: Path, sandbox: str) -> None:
 
 
 async def test_an_extra_timer_is_caught_in_every_history() -> None:
-    results = await replayer(ExtraTimerWorkflow).replay_workflows(
+    results = await replayer(ExtraTimerWorkflow, ExtraTimerChunkWorkflow).replay_workflows(
         all_histories(), raise_on_replay_failure=False
     )
     assert len(results.replay_failures) == len(HISTORIES)
@@ -112,11 +117,11 @@ async def test_rollback_in_another_order_is_caught_where_a_rollback_ran() -> Non
 async def test_a_wall_clock_read_is_caught_only_by_the_strict_sandbox() -> None:
     """The mistake issues no command of its own, so plain replay passes; strict replay fails
     every history, as it would any clock, random or I/O call in the interpreter."""
-    plain = await replayer(WallClockWorkflow).replay_workflows(
+    plain = await replayer(WallClockWorkflow, WallClockChunkWorkflow).replay_workflows(
         all_histories(), raise_on_replay_failure=False
     )
     assert plain.replay_failures == {}
-    strict = await replayer(WallClockWorkflow, "strict").replay_workflows(
+    strict = await replayer(WallClockWorkflow, WallClockChunkWorkflow, "strict").replay_workflows(
         all_histories(), raise_on_replay_failure=False
     )
     assert len(strict.replay_failures) == len(HISTORIES)

@@ -1,7 +1,9 @@
-"""Workflow code: the action workflow (the deterministic interpreter) and the shared models.
+"""Workflow code: the action and chunk workflows (the deterministic interpreter) and the shared
+models.
 
-``ActionWorkflow`` is imported on first use, so that importing ``workflows.models`` (as every CLI
-command does) does not load the interpreter and the template engine.
+``ActionWorkflow`` and ``ChunkWorkflow`` are imported on first use, so that importing
+``workflows.models`` (as every CLI command does) does not load the interpreter and the template
+engine.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ if __name__ != "sternway.workflows":
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sternway.workflows._workflow import ActionWorkflow
+    from sternway.workflows._workflow import ActionWorkflow, ChunkWorkflow
 
-__all__ = ["ActionWorkflow"]
+__all__ = ["ActionWorkflow", "ChunkWorkflow"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "ActionWorkflow":
-        from sternway.workflows._workflow import ActionWorkflow
+    if name in __all__:
+        from sternway.workflows import _workflow
 
-        return ActionWorkflow
+        return getattr(_workflow, name)
     raise AttributeError(f"module 'workflows' has no attribute {name!r}")

@@ -1,8 +1,9 @@
 """The action workflow: the deterministic interpreter of a :class:`~workflows.models.Plan`.
 
-One dynamic workflow class serves every action: the workflow type is the action's name, and the
-run fixes its plan at start through the ``sternway.resolve`` local activity, so a plan recorded in
-history never changes under a run in flight.
+One dynamic workflow class, :class:`ActionWorkflow`, serves every action: the workflow type is
+the action's name, and the run fixes its plan at start through the ``sternway.resolve`` local
+activity, so a plan recorded in history never changes under a run in flight. A large ``each``
+runs in child workflows of :class:`ChunkWorkflow`, which share the interpreter.
 
 A plan is a tree of scopes: the run's jobs, and the jobs of each group (once per ``each`` item).
 In a scope, jobs whose ``after`` jobs are done start in parallel; ``each`` starts its items in a
@@ -94,7 +95,7 @@ with workflow.unsafe.imports_passed_through():
         secret_values,
     )
 
-__all__ = ["ActionWorkflow"]
+__all__ = ["ActionWorkflow", "ChunkWorkflow"]
 
 STATE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE)
 REQUESTOR_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_REQUESTOR)
@@ -159,9 +160,10 @@ class _Approval:
         self.approved = False
 
 
-@workflow.defn(dynamic=True)
-class ActionWorkflow:
-    """Runs any action: the workflow type names the action, the plan comes from the registry."""
+class _Interpreter:
+    """The interpreter both workflows share: scopes, attempts, timers, approvals, rollback,
+    commands and the status query. :class:`ActionWorkflow` runs an action's plan;
+    :class:`ChunkWorkflow` runs one slice of a large ``each`` for its parent run."""
 
     def __init__(self) -> None:
         info = workflow.info()
@@ -205,99 +207,6 @@ class ActionWorkflow:
         self._task_bytes = 0
 
     # ----------------------------------------------------------------------------------- run
-
-    @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus | ChunkResult:
-        """Run the action to a terminal state; the result is the final status."""
-        if workflow.info().workflow_type == CHUNK_WORKFLOW:
-            return await self._run_chunk(
-                workflow.payload_converter().from_payload(raw[0].payload, ChunkInput)
-            )
-        try:
-            inp = (
-                workflow.payload_converter().from_payload(raw[0].payload, RunInput)
-                if raw
-                else RunInput()
-            )
-        except Exception as err:
-            return await self._reject("InvalidInput", f"the run input is not valid: {err}")
-        try:
-            # Checked before the plan (which holds the args) is recorded.
-            encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
-        except JobFailure as err:
-            return await self._reject(err.info.type, err.info.message)
-        self._requestor = self._status.requestor = inp.requestor
-        if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
-            workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
-        try:
-            resolved = await workflow.execute_local_activity(
-                ACTIVITY_RESOLVE,
-                ResolveInput(action=self._status.action, args=inp.args),
-                result_type=ResolvedRun,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
-                summary=f"{self._status.action} › resolve plan and args",
-            )
-        except (ActivityError, ApplicationError) as err:
-            # A local activity's failure arrives unwrapped, as the ApplicationError itself.
-            cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, ApplicationError):
-                return await self._reject(cause.type or "InvalidArgs", cause.message)
-            return await self._reject("InvalidArgs", str(cause or err))
-        except asyncio.CancelledError:
-            self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
-            return await self._finish()
-        try:
-            root = self._root = self._start(resolved, inp)
-            await self._run_scope(root)
-            await self._wait_for_chunks()
-        except workflow.NondeterminismError:
-            raise
-        except Exception as err:
-            await self._halt_internal(err)
-        halted_with_rollback = self._failure is not None or (
-            self._stop is not None and self._stop.rollback
-        )
-        # A group's rollback that failed for good already halted all undoing.
-        if halted_with_rollback and self._rollback_failed is None:
-            await self._shielded(asyncio.create_task(self._rollback_all()))
-        await self._shielded(asyncio.create_task(self._release_chunks()))
-        return await self._finish()
-
-    async def _run_chunk(self, inp: ChunkInput) -> ChunkResult:
-        """Run one slice of a large ``each`` for the parent run, then undo it or not, as told."""
-        self._chunk = inp
-        # Its jobs belong to the parent run: they see its id (and idempotency keys use it).
-        self._status.run_id = inp.parent_run_id
-        self._status.action = inp.action
-        self._args, self._status.args, self._requestor = inp.args, inp.masked_args, inp.requestor
-        # Computed as the parent does: the chunk's status and job inputs mask the same secrets.
-        self._secrets = secret_values(inp.args, inp.masked_args)
-        root = self._root = _Scope(inp.prefix, [inp.job], inp.variables, None)
-        try:
-            self._add_entries(root)
-            self._set_state(RunState.RUNNING)
-            await self._run_scope(root)
-        except workflow.NondeterminismError:
-            raise
-        except Exception as err:
-            await self._halt_internal(err)
-        instances = [f"{inp.prefix}{inp.job.name}[{key}]" for key in inp.keys]
-        summary = ChunkSummary(
-            chunk=workflow.info().workflow_id,
-            completed=sum(
-                1 for n in instances if n in self._jobs and self._jobs[n].state in _DONE_STATES
-            ),
-            total=len(instances),
-            error=self._failure,
-        )
-        parent = workflow.get_external_workflow_handle(inp.parent_run_id)
-        await parent.signal(Handler.CHUNK_DONE, summary)
-        await self._wait(lambda: self._chunk_finish is not None)
-        if self._chunk_finish is not None and self._chunk_finish.rollback:
-            await self._shielded(asyncio.create_task(self._rollback_all()))
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return ChunkResult(rollback_failed=self._rollback_failed, error=self._failure)
 
     def _start(self, resolved: ResolvedRun, inp: RunInput) -> _Scope:
         plan = resolved.plan
@@ -1487,6 +1396,107 @@ class ActionWorkflow:
         view.progress = self._status.progress = self._progress(view.jobs)
         # Within the status budget, so the answer (and the run's result) always fits a payload.
         return bounded_status(masked_status(view, self._secrets))
+
+
+@workflow.defn(dynamic=True)
+class ActionWorkflow(_Interpreter):
+    """Runs any action: the workflow type names the action, the plan comes from the registry."""
+
+    @workflow.run
+    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+        """Run the action to a terminal state; the result is the final status."""
+        try:
+            inp = (
+                workflow.payload_converter().from_payload(raw[0].payload, RunInput)
+                if raw
+                else RunInput()
+            )
+        except Exception as err:
+            return await self._reject("InvalidInput", f"the run input is not valid: {err}")
+        try:
+            # Checked before the plan (which holds the args) is recorded.
+            encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
+        except JobFailure as err:
+            return await self._reject(err.info.type, err.info.message)
+        self._requestor = self._status.requestor = inp.requestor
+        if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
+            workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
+        try:
+            resolved = await workflow.execute_local_activity(
+                ACTIVITY_RESOLVE,
+                ResolveInput(action=self._status.action, args=inp.args),
+                result_type=ResolvedRun,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"{self._status.action} › resolve plan and args",
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A local activity's failure arrives unwrapped, as the ApplicationError itself.
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, ApplicationError):
+                return await self._reject(cause.type or "InvalidArgs", cause.message)
+            return await self._reject("InvalidArgs", str(cause or err))
+        except asyncio.CancelledError:
+            self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
+            return await self._finish()
+        try:
+            root = self._root = self._start(resolved, inp)
+            await self._run_scope(root)
+            await self._wait_for_chunks()
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            await self._halt_internal(err)
+        halted_with_rollback = self._failure is not None or (
+            self._stop is not None and self._stop.rollback
+        )
+        # A group's rollback that failed for good already halted all undoing.
+        if halted_with_rollback and self._rollback_failed is None:
+            await self._shielded(asyncio.create_task(self._rollback_all()))
+        await self._shielded(asyncio.create_task(self._release_chunks()))
+        return await self._finish()
+
+
+@workflow.defn(name=CHUNK_WORKFLOW)
+class ChunkWorkflow(_Interpreter):
+    """One slice of a large ``each``, started by its parent run as a child workflow: its jobs
+    belong to the parent's run, and it undoes them, or not, when the parent says so."""
+
+    @workflow.run
+    async def run(self, inp: ChunkInput) -> ChunkResult:
+        """Run one slice of a large ``each`` for the parent run, then undo it or not, as told."""
+        self._chunk = inp
+        # Its jobs belong to the parent run: they see its id (and idempotency keys use it).
+        self._status.run_id = inp.parent_run_id
+        self._status.action = inp.action
+        self._args, self._status.args, self._requestor = inp.args, inp.masked_args, inp.requestor
+        # Computed as the parent does: the chunk's status and job inputs mask the same secrets.
+        self._secrets = secret_values(inp.args, inp.masked_args)
+        root = self._root = _Scope(inp.prefix, [inp.job], inp.variables, None)
+        try:
+            self._add_entries(root)
+            self._set_state(RunState.RUNNING)
+            await self._run_scope(root)
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            await self._halt_internal(err)
+        instances = [f"{inp.prefix}{inp.job.name}[{key}]" for key in inp.keys]
+        summary = ChunkSummary(
+            chunk=workflow.info().workflow_id,
+            completed=sum(
+                1 for n in instances if n in self._jobs and self._jobs[n].state in _DONE_STATES
+            ),
+            total=len(instances),
+            error=self._failure,
+        )
+        parent = workflow.get_external_workflow_handle(inp.parent_run_id)
+        await parent.signal(Handler.CHUNK_DONE, summary)
+        await self._wait(lambda: self._chunk_finish is not None)
+        if self._chunk_finish is not None and self._chunk_finish.rollback:
+            await self._shielded(asyncio.create_task(self._rollback_all()))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return ChunkResult(rollback_failed=self._rollback_failed, error=self._failure)
 
 
 def _numbered(attempt: int, delivery: int) -> str:
