@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sternway.workflows._actions import Job as Job
     from sternway.workflows._actions import Registry as Registry
     from sternway.workflows._actions import Retry as Retry
+    from sternway.workflows._actions import job_function as job_function
     from sternway.workflows.errors import ArgsError as ArgsError
     from sternway.workflows.errors import ClientError as ClientError
     from sternway.workflows.errors import CommandRefused as CommandRefused
@@ -45,7 +46,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "sternway._client": ("RunHandle", "submit"),
     "sternway._connect": ("connect", "wait_for_server"),
     "sternway.activities": ("JobContext", "RollbackContext"),
-    "sternway.workflows._actions": ("Action", "Job", "Registry", "Retry"),
+    "sternway.workflows._actions": ("Action", "Job", "Registry", "Retry", "job_function"),
     "sternway.workflows.errors": (
         "ArgsError",
         "ClientError",

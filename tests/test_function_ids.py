@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from sternway import Action, Job, JobContext, Registry, SpecError, submit
+from sternway import Action, Job, JobContext, Registry, SpecError, job_function, submit
 from sternway.activities.site import build, deploy_site
 from sternway.worker import create_worker, load_registry
-from sternway.workflows._actions import function_ref, job_function
+from sternway.workflows._actions import function_ref
 from tests.helpers import wait_for
 
 HISTORIES = Path(__file__).parent / "histories"

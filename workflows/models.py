@@ -422,13 +422,6 @@ def find_cycle(after: dict[str, list[str]]) -> list[str]:
                 return found
     return []
 
-    for name in after:
-        if name not in state:
-            found = visit(name)
-            if found:
-                return found
-    return []
-
 
 class RunOptions(_Model):
     """Per-run options given at submit time."""
