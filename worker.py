@@ -41,10 +41,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sternway.activities import JobActivities
+from sternway.activities._locks import acquire_lock, inspect_runs
 from sternway.activities.site import deploy_site
 from sternway.workflows import ActionWorkflow, ChunkWorkflow
 from sternway.workflows._actions import Action, Registry
 from sternway.workflows._catalog import CatalogActivity, CatalogWorkflow
+from sternway.workflows._lock import LockWorkflow
 from sternway.workflows._runbook import load_folder, runbook_version
 from sternway.workflows.errors import SpecError
 from sternway.workflows.models import DEFAULT_TASK_QUEUE, SANDBOX_MODES
@@ -330,8 +332,15 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ActionWorkflow, ChunkWorkflow, CatalogWorkflow],
-        activities=[jobs.resolve, jobs.execute, jobs.rollback, CatalogActivity(registry).catalog],
+        workflows=[ActionWorkflow, ChunkWorkflow, CatalogWorkflow, LockWorkflow],
+        activities=[
+            jobs.resolve,
+            jobs.execute,
+            jobs.rollback,
+            CatalogActivity(registry).catalog,
+            acquire_lock,
+            inspect_runs,
+        ],
         workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,
         default_heartbeat_throttle_interval=heartbeat_throttle,

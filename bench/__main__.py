@@ -23,6 +23,7 @@ def scenarios() -> dict[str, Scenario]:
     """Every scenario, in the order a full run takes them (memory last: it leaves runs open)."""
     from bench._cli import cli
     from bench._fanout import fanout
+    from bench._locks import locks
     from bench._memory import memory
     from bench._runs import latency, rollback, sqlite, throughput
 
@@ -31,6 +32,7 @@ def scenarios() -> dict[str, Scenario]:
         "latency": latency,
         "rollback": rollback,
         "fanout": fanout,
+        "locks": locks,
         "cli": cli,
         "sqlite": sqlite,
         "memory": memory,

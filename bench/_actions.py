@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from sternway.workflows._actions import Action
-from sternway.workflows.models import CallSpec, EachSpec, JobSpec, Plan, RetrySpec
+from sternway.workflows.models import CallSpec, EachSpec, JobSpec, LockSpec, Plan, RetrySpec
 
 CHAIN = "bench-chain"
 ONE = "bench-one"
@@ -17,6 +17,8 @@ SAGA = "bench-saga"
 FAN = "bench-fan"
 FAN_SMALL_CHUNKS = "bench-fan-small-chunks"
 HOLD = "bench-hold"
+KEYED = "bench-keyed"
+LOCKED = "bench-locked"
 
 # The chunk size of the tiny fan-out, so that a few dozen items still run in chunk runs.
 SMALL_CHUNK = 10
@@ -96,6 +98,21 @@ def _fan(name: str, chunk_size: int) -> Action:
     )
 
 
+class KeyArgs(BaseModel):
+    """The key a run locks (or, without a lock, just carries)."""
+
+    key: str
+
+
+def _keyed(name: str, locked: bool) -> Action:
+    """One no-op job, with a lock on ``bench/<key>`` or with the same args and no lock."""
+    locks = [LockSpec(key="bench/${{ args.key }}")] if locked else []
+    return Action.from_plan(
+        Plan(name=name, jobs=[JobSpec(name="j01", execute=_noop(job=1))], locks=locks),
+        args_model=KeyArgs,
+    )
+
+
 def _hold(name: str) -> Action:
     """A run that waits for an approval before its one no-op job: it stays open until told."""
     return Action.from_plan(
@@ -116,4 +133,6 @@ ACTIONS = [
     _fan(FAN, 500),
     _fan(FAN_SMALL_CHUNKS, SMALL_CHUNK),
     _hold(HOLD),
+    _keyed(KEYED, locked=False),
+    _keyed(LOCKED, locked=True),
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "action_lines",
     "duration_text",
     "literal",
+    "lock_lines",
     "make_console",
     "progress_bar",
     "run_summary",
@@ -169,12 +170,27 @@ def status_view(status: RunStatus) -> Group:
             _took(job),
             literal(_note(job)),
         )
-    parts: list[Any] = [run_summary(status), table]
+    parts: list[Any] = [run_summary(status), *lock_lines(status), table]
     if status.error is not None:
         parts.append(literal(f"error ({status.error.reason.value}): {status.error.message}", "red"))
     if status.ui_url:
         parts.append(web_ui_line(status.ui_url))
     return Group(*parts)
+
+
+def lock_lines(status: RunStatus) -> list[Text]:
+    """One line per key of the run: ``lock K: held``, ``lock K: waiting, held by RUN``."""
+    lines = []
+    for lock in status.locks:
+        text = f"lock {lock.key}: {lock.state}"
+        if lock.state in ("waiting", "skipped") and lock.holders:
+            text += f", held by {', '.join(lock.holders)}"
+        if lock.limit > 1:
+            text += f" (limit {lock.limit})"
+        if lock.note:
+            text += f" ({lock.note})"
+        lines.append(literal(text, "yellow" if lock.state in ("waiting", "kept") else ""))
+    return lines
 
 
 def web_ui_line(url: str) -> Text:

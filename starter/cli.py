@@ -15,17 +15,15 @@ import asyncio
 import base64
 import getpass
 import inspect
-import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from temporalio.client import Client
-from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from sternway import _connect
@@ -39,17 +37,15 @@ from sternway._client import (
     submit,
     ui_base,
 )
-from sternway.codec import CodecError
+from sternway.starter._locks_cli import locks_command, unlock_command
+from sternway.starter._schedules_cli import schedule_group
+from sternway.starter._session import POLL_EVERY, Session, command, duration_option, exit_code
 from sternway.workflows.errors import (
     ArgsError,
-    CommandRefused,
-    RunNotFound,
-    ServerUnreachable,
     SpecError,
     SternwayError,
 )
 from sternway.workflows.models import (
-    DEFAULT_TASK_QUEUE,
     SANDBOX_MODES,
     TERMINAL_RUN_STATES,
     CommandResult,
@@ -59,98 +55,13 @@ from sternway.workflows.models import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from sternway.workflows._actions import Action, Registry
+    from sternway.workflows._actions import Action
     from sternway.workflows._catalog import ServedAction
 
 # Imports that only some commands need (rich, yaml, the registry of actions and the worker) are
 # made inside them: `sternway status` and `list` start about as fast as a bare temporalio client.
 
 __all__ = ["cli", "main", "run"]
-
-EXIT_CODES: dict[type[SternwayError], int] = {
-    CodecError: 2,
-    SpecError: 2,
-    ArgsError: 2,
-    RunNotFound: 3,
-    ServerUnreachable: 4,
-    CommandRefused: 5,
-}
-POLL_EVERY = 0.5
-
-
-class Session:
-    """What every command shares: consoles, the registry and the (lazy) client."""
-
-    def __init__(self, client: Client | None = None) -> None:
-        self._client = client
-        self._registry: Registry | None = None
-        self._out: Console | None = None
-        self._err: Console | None = None
-
-    @property
-    def out(self) -> Console:
-        """Rich output on stdout, for people."""
-        if self._out is None:
-            from sternway.starter._render import make_console
-
-            self._out = make_console()
-        return self._out
-
-    @property
-    def err(self) -> Console:
-        """Rich output on stderr: errors and notes."""
-        if self._err is None:
-            from sternway.starter._render import make_console
-
-            self._err = make_console(stderr=True)
-        return self._err
-
-    def show(self, renderable: Any) -> None:
-        """Print a view on stdout without cropping its long lines (the Web UI link)."""
-        self.out.print(renderable, crop=False)
-
-    def link(self, url: str | None) -> None:
-        """The Web UI link on a line of its own, whole however narrow the terminal."""
-        if url:
-            from sternway.starter._render import web_ui_line
-
-            self.show(web_ui_line(url))
-
-    def print_json(self, data: Any) -> None:
-        """Plain JSON on stdout, one document, no colours."""
-        if self._out is not None:
-            self._out.file.flush()
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-        sys.stdout.flush()
-
-    @property
-    def registry(self) -> Registry:
-        """The actions known here (the same the worker loads)."""
-        if self._registry is None:
-            from sternway.worker import load_registry
-
-            self._registry = load_registry()
-        return self._registry
-
-    @property
-    def task_queue(self) -> str:
-        """The task queue runs go to (``STERNWAY_TASK_QUEUE``, default ``sternway``)."""
-        return os.environ.get("STERNWAY_TASK_QUEUE", DEFAULT_TASK_QUEUE)
-
-    async def client(self, runtime: Runtime | None = None) -> Client:
-        """Connect once, from Temporal's environment configuration."""
-        if self._client is None:
-            self._client = await _connect.connect(runtime=runtime)
-        return self._client
-
-
-def _exit_code(err: SternwayError) -> int:
-    for kind, code in EXIT_CODES.items():
-        if isinstance(err, kind):
-            return code
-    return 1
 
 
 async def run(argv: Sequence[str] | None = None, *, client: Client | None = None) -> int:
@@ -181,7 +92,7 @@ async def run(argv: Sequence[str] | None = None, *, client: Client | None = None
     except click.Abort:
         return 130
     except SternwayError as err:
-        return fail(str(err), _exit_code(err))
+        return fail(str(err), exit_code(err))
     except RPCError as err:
         if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
             return fail(f"Temporal is unreachable: {err}", 4)
@@ -204,33 +115,12 @@ def main(argv: Sequence[str] | None = None, *, client: Client | None = None) -> 
     os._exit(code)
 
 
-def _command(fn: Callable[..., Awaitable[int | None]]) -> Callable[..., Awaitable[int | None]]:
-    """Give an async command the session as its first argument."""
-
-    @click.pass_obj
-    def wrapper(session: Session, *args: Any, **kwargs: Any) -> Awaitable[int | None]:
-        return fn(session, *args, **kwargs)
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Sternway: durable runbooks and sagas on Temporal."""
 
 
 # ----------------------------------------------------------------------------------- args
-
-
-def _duration(value: str | None, option: str) -> timedelta | None:
-    if value is None:
-        return None
-    try:
-        return timedelta(seconds=parse_duration(value))
-    except ValueError as err:
-        raise ArgsError(f"{option}: {err}") from None
 
 
 def _time_arg(value: str | None, option: str) -> datetime | None:
@@ -258,7 +148,7 @@ def _run_id_argument(ctx: click.Context, param: click.Parameter, value: str) -> 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@_command
+@command
 async def actions(session: Session, as_json: bool) -> int:
     """List the registered actions (Python and YAML runbooks) and their args.
 
@@ -396,7 +286,7 @@ def _is_runbook_path(text: str) -> bool:
 @click.argument("action", metavar="ACTION|FILE.yaml")
 @click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
 @click.option("--args-file", type=click.Path(), help="a JSON or YAML object of args")
-@_command
+@command
 async def validate(
     session: Session, action: str, pairs: tuple[str, ...], args_file: str | None
 ) -> int:
@@ -453,7 +343,7 @@ def _check_name_clash(session: Session, loaded: Action, path: str) -> None:
 @click.option("--priority", type=click.IntRange(1, 5), help="1 (first) to 5 (last)")
 @click.option("--wait", is_flag=True, help="watch the run and exit 1 unless it completes")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@_command
+@command
 async def submit_command(
     session: Session,
     action: str,
@@ -473,8 +363,8 @@ async def submit_command(
     requestor = check_requestor(requestor or getpass.getuser())
     if run_id is not None:
         check_run_id(run_id)
-    start_delay = _duration(delay, "--delay")
-    run_timeout = _duration(timeout, "--timeout")
+    start_delay = duration_option(delay, "--delay")
+    run_timeout = duration_option(timeout, "--timeout")
     client = await session.client()
     handle = await submit(
         client,
@@ -525,7 +415,7 @@ async def _status_with_details(handle: RunHandle) -> RunStatus:
 @cli.command()
 @click.argument("run_id", callback=_run_id_argument)
 @click.option("--json", "as_json", is_flag=True, help="print the status JSON")
-@_command
+@command
 async def status(session: Session, run_id: str, as_json: bool) -> int:
     """Show a run: its state, its jobs and their live detail."""
     handle = RunHandle(await session.client(), run_id)
@@ -572,7 +462,7 @@ async def _watch(session: Session, handle: RunHandle, *, as_json: bool = False) 
 
 @cli.command()
 @click.argument("run_id", callback=_run_id_argument)
-@_command
+@command
 async def watch(session: Session, run_id: str) -> int:
     """Follow a run live until it ends; exit 1 unless it completes."""
     handle = RunHandle(await session.client(), run_id)
@@ -583,7 +473,7 @@ async def watch(session: Session, run_id: str) -> int:
 @cli.command()
 @click.argument("run_id", callback=_run_id_argument)
 @click.option("--job", help="only this job")
-@_command
+@command
 async def logs(session: Session, run_id: str, job: str | None) -> int:
     """Show every attempt of every job (and rollback): times, exit codes, output tails, errors."""
     current = await RunHandle(await session.client(), run_id).status()
@@ -628,7 +518,7 @@ async def _report(session: Session, handle: RunHandle, result: CommandResult) ->
 @click.argument("run_id", callback=_run_id_argument)
 @click.option("--no-rollback", is_flag=True, help="leave completed work in place")
 @click.option("--reason", default="", help="why, kept in the run's status")
-@_command
+@command
 async def stop(session: Session, run_id: str, no_rollback: bool, reason: str) -> int:
     """Stop a run: cancel running jobs, then roll back (unless --no-rollback)."""
     handle = RunHandle(await session.client(), run_id)
@@ -639,7 +529,7 @@ async def stop(session: Session, run_id: str, no_rollback: bool, reason: str) ->
 @cli.command()
 @click.argument("run_id", callback=_run_id_argument)
 @click.option("--now", is_flag=True, help="also cancel running jobs (they re-run on resume)")
-@_command
+@command
 async def suspend(session: Session, run_id: str, now: bool) -> int:
     """Suspend a run: start no new jobs until resumed."""
     handle = RunHandle(await session.client(), run_id)
@@ -649,7 +539,7 @@ async def suspend(session: Session, run_id: str, now: bool) -> int:
 
 @cli.command()
 @click.argument("run_id", callback=_run_id_argument)
-@_command
+@command
 async def resume(session: Session, run_id: str) -> int:
     """Resume a suspended run."""
     handle = RunHandle(await session.client(), run_id)
@@ -662,7 +552,7 @@ async def resume(session: Session, run_id: str) -> int:
 @click.argument("job")
 @click.option("--token", help="the approval job's token (see `sternway status`)")
 @click.option("--comment", default="", help="a note kept with the approval")
-@_command
+@command
 async def approve(session: Session, run_id: str, job: str, token: str | None, comment: str) -> int:
     """Approve the approval job JOB of a run; the run goes on."""
     handle = RunHandle(await session.client(), run_id)
@@ -675,7 +565,7 @@ async def approve(session: Session, run_id: str, job: str, token: str | None, co
 @click.argument("job")
 @click.option("--token", help="the approval job's token (see `sternway status`)")
 @click.option("--reason", default="", help="why, kept in the run's status")
-@_command
+@command
 async def reject(session: Session, run_id: str, job: str, token: str | None, reason: str) -> int:
     """Reject the approval job JOB of a run: the job fails and the run rolls back."""
     handle = RunHandle(await session.client(), run_id)
@@ -687,7 +577,7 @@ async def reject(session: Session, run_id: str, job: str, token: str | None, rea
 @click.argument("run_id", callback=_run_id_argument)
 @click.option("--from-failed", is_flag=True, help="reuse outputs of jobs that completed")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@_command
+@command
 async def retry_command(session: Session, run_id: str, from_failed: bool, as_json: bool) -> int:
     """Start a new run with the same action and args, linked to RUN_ID."""
     client = await session.client()
@@ -722,7 +612,7 @@ async def retry_command(session: Session, run_id: str, from_failed: bool, as_jso
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--page-token", help="next_page_token of an earlier --json answer")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-@_command
+@command
 async def list_command(
     session: Session,
     action: str | None,
@@ -785,7 +675,7 @@ async def list_command(
 
 
 @cli.command()
-@_command
+@command
 async def version(session: Session) -> int:
     """Print the versions of Sternway and the Temporal SDK."""
     from importlib.metadata import version as installed
@@ -855,7 +745,7 @@ def _configure_shell_env(names: tuple[str, ...]) -> None:
     help="a variable of the worker's environment that shell jobs get too (NAME or PREFIX*; "
     "repeatable) [env: STERNWAY_SHELL_ENV, comma-separated]",
 )
-@_command
+@command
 async def worker(
     session: Session,
     task_queue: str | None,
@@ -871,7 +761,7 @@ async def worker(
 
     _configure_shell_env(shell_env)
     configure_logging()
-    grace_period = _duration(grace, "--grace") or timedelta(0)
+    grace_period = duration_option(grace, "--grace") or timedelta(0)
     try:
         runtime = metrics_runtime(metrics_port)
     except ValueError as err:  # the SDK's "Failed starting Prometheus exporter: <reason>"
@@ -904,7 +794,7 @@ async def worker(
     metavar="URL",
     help="remote codec the Web UI uses to decrypt payloads (see `sternway codec-server`)",
 )
-@_command
+@command
 async def dev(
     session: Session, db: str, port: int, ui_port: int, ui_codec_endpoint: str | None
 ) -> int:
@@ -950,7 +840,7 @@ async def dev(
 @click.option("--db", default=".sternway/temporal.db", show_default=True, type=click.Path())
 @click.option("--port", default=7233, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--ui-port", default=8233, show_default=True, type=click.IntRange(1, 65535))
-@_command
+@command
 async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
     """One sample run end to end: dev server, worker, a deploy-site run watched live."""
     from sternway.starter._dev import DevServer, register_search_attributes
@@ -998,7 +888,7 @@ async def demo(session: Session, db: str, port: int, ui_port: int) -> int:
     metavar="URL",
     help="a Web UI origin allowed to call it, e.g. http://localhost:8233 (repeatable; * for any)",
 )
-@_command
+@command
 async def codec_server(
     session: Session, host: str, port: int, cors_origins: tuple[str, ...]
 ) -> int:
@@ -1063,7 +953,7 @@ async def codec_server(
 
 @cli.command(name="codec-key")
 @click.option("--id", "key_id", default=None, help="the key id (default: k<date>)")
-@_command
+@command
 async def codec_key(session: Session, key_id: str | None) -> int:
     """Print a new random AES-256 key as id:base64, for STERNWAY_CODEC_KEYS."""
     from sternway.codec import new_key, parse_keys
@@ -1073,3 +963,8 @@ async def codec_key(session: Session, key_id: str | None) -> int:
     parse_keys(entry, "--id")  # a bad id is refused here, not when the key is used
     session.out.print(entry, markup=False, soft_wrap=True)
     return 0
+
+
+cli.add_command(locks_command)
+cli.add_command(unlock_command)
+cli.add_command(schedule_group)

@@ -70,7 +70,7 @@ __all__ = [
 ]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
-_REQUESTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
+_REQUESTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+:-]{0,63}$")
 STATE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE)
 REQUESTOR_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_REQUESTOR)
 
@@ -85,11 +85,12 @@ def check_run_id(run_id: str) -> str:
 
 
 def check_requestor(requestor: str) -> str:
-    """A requestor is 1-64 letters, digits, ``_ . @ + -``; raises :class:`ArgsError` otherwise."""
+    """A requestor is 1-64 letters, digits, ``_ . @ + : -`` (``schedule:ID`` names a schedule);
+    raises :class:`ArgsError` otherwise."""
     if not _REQUESTOR.match(requestor):
         raise ArgsError(
             f"requestor {requestor[:60]!r} is invalid: use 1-64 letters, digits, "
-            "'_', '.', '@', '+' or '-'"
+            "'_', '.', '@', '+', ':' or '-'"
         )
     return requestor
 

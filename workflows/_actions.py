@@ -23,16 +23,19 @@ import pydantic
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic_core import to_jsonable_python
 
+from sternway.workflows._lock import resolve_locks
 from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.errors import ArgsError, SpecError
 from sternway.workflows.models import (
     MAX_ATTEMPTS,
     CallSpec,
     JobSpec,
+    LockSpec,
     Plan,
     ResolvedRun,
     RetrySpec,
     parse_duration,
+    secret_values,
 )
 
 __all__ = [
@@ -201,6 +204,7 @@ class Action:
         description: str = "",
         timeout: DurationLike | None = None,
         max_suspended: DurationLike | None = None,
+        locks: Sequence[LockSpec | Mapping[str, Any]] = (),
     ) -> None:
         self.args_model = args
         self.static: dict[str, Any] = {}
@@ -217,6 +221,7 @@ class Action:
                 timeout=None if timeout is None else parse_duration(timeout),
                 max_suspended=None if max_suspended is None else parse_duration(max_suspended),
                 args_schema=args.model_json_schema() if args is not None else {},
+                locks=[LockSpec.model_validate(lock) for lock in locks],
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
@@ -407,7 +412,11 @@ class Registry:
         """The plan of ``name`` and its validated args: what a run fixes at its start."""
         action = self.get(name)
         args, masked = action.validate_args(raw_args)
+        locks = resolve_locks(action.plan.locks, args, secret_values(args, masked))
         # The masked copy is recorded only when it differs: args are stored once in history.
         return ResolvedRun(
-            plan=action.plan, args=args, masked_args=masked if masked != args else None
+            plan=action.plan,
+            args=args,
+            masked_args=masked if masked != args else None,
+            locks=locks,
         )

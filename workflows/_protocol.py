@@ -22,6 +22,10 @@ __all__ = [
     "ACTIVITY_ROLLBACK",
     "CATALOG",
     "CHUNK_WORKFLOW",
+    "LOCK_ACQUIRE",
+    "LOCK_ID_PREFIX",
+    "LOCK_INSPECT",
+    "LOCK_WORKFLOW",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
     "ErrorType",
@@ -38,6 +42,14 @@ CHUNK_WORKFLOW: Final = "sternway.each"
 """The workflow type of fan-out chunks: child runs that carry a slice of a large ``each``."""
 CATALOG: Final = "sternway.catalog"
 """The name of the catalog workflow and of its local activity."""
+LOCK_WORKFLOW: Final = "sternway.lock"
+"""The workflow type of locks: one workflow per key holds its holders and waiters."""
+LOCK_ID_PREFIX: Final = "sternway/lock/"
+"""A lock's workflow id is this and its key (run ids cannot hold ``/``, so none clashes)."""
+LOCK_ACQUIRE: Final = "sternway.lock.acquire"
+"""The local activity a run asks a lock for its key with (update-with-start)."""
+LOCK_INSPECT: Final = "sternway.lock.inspect"
+"""The activity a lock checks whether its holders and waiters still run with."""
 
 # ----------------------------------------------------------------------- search attributes
 
@@ -59,6 +71,16 @@ class Handler:
     """Signal from a fan-out chunk to its parent run: the chunk's summary."""
     FINISH: Final = "sternway.finish"
     """Signal from a parent run to its fan-out chunks: end (with or without rollback)."""
+    LOCK_GRANTED: Final = "sternway.lock_granted"
+    """Signal from a lock to a queued run: the key is its now."""
+    ACQUIRE: Final = "acquire"
+    """Update of a lock: take the key or queue for it."""
+    RELEASE: Final = "release"
+    """Signal to a lock: the run no longer holds (or waits for) the key."""
+    UNLOCK: Final = "unlock"
+    """Update of a lock: free the key from runs that ended holding it (``sternway unlock``)."""
+    LOCK_STATE: Final = "state"
+    """Query of a lock: its holders and waiters."""
 
 
 class Reason(StrEnum):
@@ -68,6 +90,7 @@ class Reason(StrEnum):
     BAD_EXIT = "bad_exit"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    LOCKED = "locked"
     ERROR = "error"
 
 
@@ -102,3 +125,9 @@ class ErrorType:
     BAD_COMMAND: Final = "BadCommand"
     HTTP_ERROR: Final = "HttpError"
     OUTSIDE_ROOT: Final = "OutsideRoot"
+    LOCKED: Final = "Locked"
+    """A key of the run was busy and its mode is ``skip``: the run ended before any job."""
+    LOCK_TIMEOUT: Final = "LockTimeout"
+    """A key of the run stayed busy longer than its ``timeout``."""
+    LOCK_REFUSED: Final = "LockRefused"
+    """A lock refused a request or an ``unlock`` (e.g. the holder still runs)."""

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         ErrorType,
         Handler,
     )
+    from sternway.workflows._run_locks import RunLocks
     from sternway.workflows._view import undone_view
     from sternway.workflows.models import (
         HISTORY_HALT_BYTES,
@@ -75,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         JobSpec,
         JobState,
         JobStatus,
+        LockGrant,
         Plan,
         Progress,
         Reason,
@@ -205,6 +207,8 @@ class _Interpreter:
         # so one task's commands stay within a gRPC message.
         self._task_key = -1
         self._task_bytes = 0
+        # The run's keys (none for a chunk: it runs under its parent's).
+        self._locks: RunLocks | None = None
 
     # ----------------------------------------------------------------------------------- run
 
@@ -223,6 +227,13 @@ class _Interpreter:
                 self._jobs[name].output = output
         if "args" not in workflow.memo():
             workflow.upsert_memo({"args": shown, "requestor": inp.requestor})
+        return root
+
+    def _set_running(self, inp: RunInput) -> None:
+        """The run's jobs may start: it holds its locks, if it has any."""
+        plan = self._plan
+        if plan is None:
+            return
         self._status.started_at = workflow.now()
         self._set_state(RunState.SUSPENDED if self._suspended else RunState.RUNNING)
         timeout = inp.options.timeout if inp.options.timeout is not None else plan.timeout
@@ -236,7 +247,6 @@ class _Interpreter:
                 ),
                 lambda: True,
             )
-        return root
 
     async def _reject(self, kind: str, message: str) -> RunStatus:
         """End a run that cannot start (bad input or args): nothing ran, nothing to undo."""
@@ -1441,8 +1451,10 @@ class ActionWorkflow(_Interpreter):
             return await self._finish()
         try:
             root = self._root = self._start(resolved, inp)
-            await self._run_scope(root)
-            await self._wait_for_chunks()
+            if await self._take_locks(resolved):
+                self._set_running(inp)
+                await self._run_scope(root)
+                await self._wait_for_chunks()
         except workflow.NondeterminismError:
             raise
         except Exception as err:
@@ -1454,7 +1466,44 @@ class ActionWorkflow(_Interpreter):
         if halted_with_rollback and self._rollback_failed is None:
             await self._shielded(asyncio.create_task(self._rollback_all()))
         await self._shielded(asyncio.create_task(self._release_chunks()))
+        if self._locks is not None:
+            keep = self._rollback_failed is not None
+            await self._shielded(asyncio.create_task(self._locks.release(keep)))
         return await self._finish()
+
+    async def _take_locks(self, resolved: ResolvedRun) -> bool:
+        """Take the run's keys (PENDING while it waits); whether its jobs may start."""
+        if not resolved.locks:
+            return True
+        run_id = self._status.run_id
+        locks = self._locks = RunLocks(run_id, run_id, resolved.locks)
+        self._status.locks = locks.status
+
+        def show() -> None:
+            detail = locks.waiting_detail()
+            state = self._status.state.value
+            workflow.set_current_details(f"**{state}** · {detail}" if detail else f"**{state}**")
+
+        try:
+            outcome = await locks.take(self._halting, show)
+        except asyncio.CancelledError:
+            self._request_stop(StopCommand(reason=_TEMPORAL_CANCEL), True)
+            return False
+        if outcome is not None:
+            error, stopped = outcome
+            if stopped:
+                self._stop, self._stop_error = StopCommand(rollback=False), error
+            else:
+                self._failure = error
+        return not self._halting()
+
+    @workflow.signal(name=Handler.LOCK_GRANTED)
+    def lock_granted_signal(self, *args: Any) -> None:
+        """A lock's word: the key the run waits for is its now."""
+        grant = signal_input(Handler.LOCK_GRANTED, LockGrant, args)
+        if grant is not None and self._locks is not None:
+            self._locks.granted(grant)
+            self._changed()
 
 
 @workflow.defn(name=CHUNK_WORKFLOW)

@@ -38,12 +38,15 @@ __all__ = [
     "HISTORY_HALT_EVENTS",
     "HTTP_METHODS",
     "JOB_KINDS",
+    "LOCK_MODES",
     "MASK",
     "MAX_ARGS_BYTES",
     "MAX_ATTEMPTS",
     "MAX_COMMENT_CHARS",
     "MAX_GROUP_ATTEMPTS",
     "MAX_JOB_INPUT_BYTES",
+    "MAX_LOCK_KEY_CHARS",
+    "MAX_LOCK_LIMIT",
     "MAX_OUTPUT_BYTES",
     "MAX_STATUS_BYTES",
     "MAX_STATUS_FIELD_CHARS",
@@ -71,6 +74,14 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStatus",
+    "LockGrant",
+    "LockHolder",
+    "LockRelease",
+    "LockReply",
+    "LockRequest",
+    "LockSpec",
+    "LockState",
+    "LockStatus",
     "Plan",
     "Progress",
     "Reason",
@@ -81,10 +92,12 @@ __all__ = [
     "RollbackStatus",
     "RunInput",
     "RunOptions",
+    "RunPresence",
     "RunState",
     "RunStatus",
     "StopCommand",
     "SuspendCommand",
+    "UnlockCommand",
     "args_refusal",
     "bounded_status",
     "clip_masked",
@@ -332,6 +345,41 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+LOCK_MODES = ("wait", "skip")
+MAX_LOCK_KEY_CHARS = 200
+MAX_LOCK_LIMIT = 1000
+# What a rendered lock key may hold: it becomes part of a workflow id and of a visibility query.
+LOCK_KEY = re.compile(rf"^[A-Za-z0-9_.:/@=+-]{{1,{MAX_LOCK_KEY_CHARS}}}$")
+
+
+class LockSpec(_Compact):
+    """A key a run holds from before its first job until it ends (see docs/semantics.md).
+
+    ``key`` may read ``${{ args.* }}`` in a plan; a run's resolved plan has it rendered.
+    ``limit`` holders at once (a semaphore when above 1); ``mode`` ``skip`` ends the run at once
+    when the key is busy; ``timeout`` bounds the wait.
+    """
+
+    key: str
+    mode: str = "wait"
+    limit: int = Field(default=1, ge=1, le=MAX_LOCK_LIMIT)
+    timeout: Duration | None = None
+
+    @field_validator("mode")
+    @classmethod
+    def _valid_mode(cls, mode: str) -> str:
+        if mode not in LOCK_MODES:
+            raise ValueError(f"lock mode must be one of {', '.join(LOCK_MODES)}, not {mode!r}")
+        return mode
+
+    @field_validator("timeout")
+    @classmethod
+    def _valid_timeout(cls, timeout: float | None) -> float | None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError("lock timeout must be more than 0s")
+        return timeout
+
+
 class Plan(_Compact):
     """A validated action: what the workflow interprets."""
 
@@ -341,6 +389,7 @@ class Plan(_Compact):
     timeout: Duration | None = None
     max_suspended: Duration | None = None
     args_schema: dict[str, Any] = Field(default_factory=dict)
+    locks: list[LockSpec] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -456,6 +505,8 @@ class ResolvedRun(_Compact):
     args: dict[str, Any]
     # Only when it differs from ``args`` (the run has secrets): args are recorded once otherwise.
     masked_args: dict[str, Any] | None = None
+    # The plan's locks with their keys rendered, one per key, in the order they are taken.
+    locks: list[LockSpec] = Field(default_factory=list)
 
     def shown_args(self) -> dict[str, Any]:
         """The args as status and memo show them (secrets masked)."""
@@ -570,6 +621,18 @@ class Progress(_Model):
     rolled_back: int = 0
 
 
+class LockStatus(_Model):
+    """One key of a run, in its status: ``waiting`` (for ``holders``), ``held``, ``released``,
+    ``kept`` (the run ended ROLLBACK_FAILED and keeps it until ``sternway unlock``), or
+    ``skipped`` (busy, with mode ``skip``)."""
+
+    key: str
+    limit: int = 1
+    state: str = "pending"
+    holders: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
 class RunStatus(_Model):
     """The status JSON: the ``status`` query and ``sternway status --json`` return this."""
 
@@ -584,6 +647,7 @@ class RunStatus(_Model):
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None
     ui_url: str | None = None
+    locks: list[LockStatus] = Field(default_factory=list)
     jobs: list[JobStatus] = Field(default_factory=list)
 
     def job(self, name: str) -> JobStatus:
@@ -642,6 +706,79 @@ class ChunkResult(_Compact):
 
     rollback_failed: str | None = None
     error: ErrorInfo | None = None
+
+
+class LockRequest(_Compact):
+    """A run asks a lock for its key (the ``acquire`` update of the lock workflow).
+
+    ``owner`` is the run at the top of a family of runs (a run and the child runs it starts):
+    a key one of them holds is granted to the others at once.
+    """
+
+    key: str
+    run_id: str
+    owner: str
+    limit: int = 1
+    mode: str = "wait"
+
+
+class LockReply(_Model):
+    """What a lock answers a request: granted now, queued (and behind whom), or refused
+    (``mode: skip`` on a busy key)."""
+
+    granted: bool = False
+    queued: bool = False
+    holders: list[str] = Field(default_factory=list)
+    position: int = 0
+
+
+class LockRelease(_Model):
+    """Payload of a lock's ``release`` signal: the run no longer holds or waits for the key."""
+
+    run_id: str
+
+
+class LockGrant(_Model):
+    """The signal a lock sends a queued run when its turn comes; ``note`` says what freed it
+    when that was not a plain release (an ``unlock``, a holder that was terminated)."""
+
+    key: str
+    note: str | None = None
+
+
+class LockHolder(_Model):
+    """A run holding, or waiting for, a key."""
+
+    run_id: str
+    owner: str
+    limit: int = 1
+    since: datetime
+
+
+class LockState(_Model):
+    """A lock workflow's state: its query answer and what it carries when it continues as new."""
+
+    key: str
+    holders: list[LockHolder] = Field(default_factory=list)
+    waiters: list[LockHolder] = Field(default_factory=list)
+    history: list[str] = Field(default_factory=list)
+
+
+class RunPresence(_Model):
+    """Whether a run a lock knows still runs: what ``sternway.lock.inspect`` finds."""
+
+    run_id: str
+    running: bool
+    # The run's SternwayState, and how Temporal closed it (COMPLETED, FAILED, TERMINATED, ...).
+    state: str | None = None
+    closed_as: str | None = None
+
+
+class UnlockCommand(_Model):
+    """Payload of a lock's ``unlock`` update: free the key from runs that ended holding it."""
+
+    reason: str
+    by: str | None = None
 
 
 class ApprovalCommand(_Model):

@@ -53,14 +53,20 @@ class WorkerProcess:
 
     @classmethod
     async def start(
-        cls, address: str, task_queue: str, log: Path, actions_path: str = ""
+        cls,
+        address: str,
+        task_queue: str,
+        log: Path,
+        actions_path: str = "",
+        modules: str = MODULE,
     ) -> WorkerProcess:
         """Start a worker (its output in ``log``, one file per worker) and wait until it polls.
 
-        ``actions_path``: folders of YAML runbooks it loads too (none by default).
+        ``actions_path``: folders of YAML runbooks it loads too (none by default); ``modules``:
+        the Python modules of its actions (the reliability actions by default).
         """
         env = cli_env(
-            address, task_queue, STERNWAY_MODULES=MODULE, STERNWAY_ACTIONS_PATH=actions_path
+            address, task_queue, STERNWAY_MODULES=modules, STERNWAY_ACTIONS_PATH=actions_path
         )
         with log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(

@@ -20,7 +20,15 @@ from pydantic import (
 from pydantic_core import to_jsonable_python
 
 from sternway.workflows._actions import Action
-from sternway.workflows._expr import _WHOLE, ROOTS, ExpressionError, _parse, refuse_blocks, roots
+from sternway.workflows._expr import (
+    _WHOLE,
+    ROOTS,
+    ExpressionError,
+    _parse,
+    has_expression,
+    refuse_blocks,
+    roots,
+)
 from sternway.workflows._runbook._format import (
     _ARG_NAME,
     ARG_TYPES,
@@ -28,6 +36,7 @@ from sternway.workflows._runbook._format import (
     EachFormat,
     GroupRetryFormat,
     JobFormat,
+    LockFormat,
     RequiredArgFormat,
     RetryFormat,
     RunbookFormat,
@@ -50,10 +59,12 @@ from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.models import (
     ACTIVITY_KINDS,
     JOB_KINDS,
+    LOCK_KEY,
     CallSpec,
     EachSpec,
     GroupRetrySpec,
     JobSpec,
+    LockSpec,
     Plan,
     RetrySpec,
     check_name,
@@ -219,10 +230,43 @@ class Compiler:
                 timeout=_positive(book.timeout, ("timeout",)),
                 max_suspended=_positive(book.max_suspended, ("max_suspended",)),
                 args_schema=args_model.model_json_schema() if args_model is not None else {},
+                locks=self.locks(book.locks),
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise self.plan_error(err) from None
         return Action.from_plan(plan, args_model=args_model, static=static, source=source)
+
+    def locks(self, locks: list[LockFormat]) -> list[LockSpec]:
+        """The runbook's ``locks``: keys that read args only (they are taken before any job
+        runs), each literal key once."""
+        specs: list[LockSpec] = []
+        seen: set[str] = set()
+        for i, lock in enumerate(locks):
+            path: FieldPath = ("locks", i, "key")
+            if has_expression(lock.key):
+                _check_expression(lock.key, path, frozenset(), self.ctx)
+                if roots(lock.key) - {"args"}:
+                    raise Invalid(
+                        path, "a lock key can read args only: locks are taken before any job runs"
+                    )
+            elif not LOCK_KEY.match(lock.key):
+                raise Invalid(
+                    path,
+                    f"{short(lock.key)} is not a valid lock key: use 1-200 letters, digits "
+                    "and _ . : / @ = + -",
+                )
+            elif lock.key in seen:
+                raise Invalid(path, f"lock {lock.key!r} is listed twice")
+            seen.add(lock.key)
+            specs.append(
+                LockSpec(
+                    key=lock.key,
+                    mode=lock.mode,
+                    limit=lock.limit,
+                    timeout=_positive(lock.timeout, ("locks", i, "timeout")),
+                )
+            )
+        return specs
 
     def plan_error(self, err: Exception) -> Invalid:
         """A plan-level error at the job it names (the checks here should have caught it)."""

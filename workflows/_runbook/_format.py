@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import pydantic
 from pydantic import (
@@ -27,6 +27,7 @@ from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.models import (
     MAX_ATTEMPTS,
     MAX_GROUP_ATTEMPTS,
+    MAX_LOCK_LIMIT,
     parse_duration,
 )
 
@@ -155,6 +156,15 @@ class JobFormat(_Format):
     each: EachFormat | None = None
 
 
+class LockFormat(_Format):
+    """One entry of ``locks``: a key the run holds from before its first job until it ends."""
+
+    key: str
+    mode: Literal["wait", "skip"] = "wait"
+    limit: int = Field(default=1, ge=1, le=MAX_LOCK_LIMIT)
+    timeout: DurationField | None = None
+
+
 class RunbookFormat(_Format):
     """A whole runbook file."""
 
@@ -164,6 +174,7 @@ class RunbookFormat(_Format):
     jobs: list[JobFormat]
     timeout: DurationField | None = None
     max_suspended: DurationField | None = None
+    locks: list[LockFormat] = Field(default_factory=list)
 
 
 def _yaml_name(model: type[BaseModel], name: str) -> str:

@@ -1,0 +1,74 @@
+"""Locks from a client: every held or awaited key, and ``unlock`` (workflows/_lock.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from sternway.workflows._lock import lock_id
+from sternway.workflows._protocol import LOCK_WORKFLOW, Handler
+from sternway.workflows.errors import ArgsError, CommandRefused, RunNotFound
+from sternway.workflows.models import LOCK_KEY, LockState, UnlockCommand
+
+__all__ = ["check_lock_key", "list_locks", "unlock"]
+
+
+def check_lock_key(key: str) -> str:
+    """A lock key as runs render them; raises :class:`ArgsError` otherwise."""
+    if not LOCK_KEY.match(key):
+        raise ArgsError(
+            f"lock key {key[:60]!r} is invalid: use 1-200 letters, digits and _ . : / @ = + -"
+        )
+    return key
+
+
+async def list_locks(client: Client, limit: int = 1000) -> list[LockState]:
+    """Every key a run holds or waits for, by key; each with its holders and its queue."""
+    ids = [
+        w.id
+        async for w in client.list_workflows(
+            f"WorkflowType = '{LOCK_WORKFLOW}' AND ExecutionStatus = 'Running'", limit=limit
+        )
+    ]
+
+    async def state(workflow_id: str) -> LockState | None:
+        try:
+            found: LockState = await client.get_workflow_handle(workflow_id).query(
+                Handler.LOCK_STATE, result_type=LockState
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None  # it ended since it was listed
+            raise
+        return found
+
+    states = await asyncio.gather(*(state(i) for i in ids))
+    busy = [s for s in states if s is not None and (s.holders or s.waiters)]
+    return sorted(busy, key=lambda s: s.key)
+
+
+async def unlock(client: Client, key: str, reason: str, by: str | None = None) -> str:
+    """Free ``key`` from runs that ended holding it (ROLLBACK_FAILED); returns the note the lock
+    records. :class:`RunNotFound` when no run holds or waits for it, :class:`CommandRefused`
+    when its holder still runs."""
+    check_lock_key(key)
+    if not reason.strip():
+        raise ArgsError("unlock needs --reason: it is recorded in the lock's history")
+    handle = client.get_workflow_handle(lock_id(key))
+    try:
+        note: str = await handle.execute_update(
+            Handler.UNLOCK, UnlockCommand(reason=reason, by=by), result_type=str
+        )
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise CommandRefused(
+            cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        ) from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise RunNotFound(f"no run holds or waits for lock {key!r}") from None
+        raise
+    return note
