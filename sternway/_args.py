@@ -146,7 +146,7 @@ def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> d
     if unknown:
         known = ", ".join(properties) or "none"
         raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
-    action.validate_args(args)
+    action.resolve(args)  # the args and what they decide before a run starts (lock keys)
     refusal = args_refusal(args)  # over the size budget: refused here, nothing starts
     if refusal:
         raise ArgsError(refusal)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 
-import structlog
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
@@ -72,6 +71,8 @@ async def wait_for_server(*, runtime: Runtime | None = None, seconds: float) -> 
     before the server does, or before the namespace is created: waiting here, instead of
     exiting and relying on a restart policy, keeps the logs readable and the start quick.
     """
+    import structlog  # here: `sternway status` and the other client commands never log
+
     log = structlog.get_logger("sternway.worker")
     deadline = asyncio.get_running_loop().time() + seconds
     while True:

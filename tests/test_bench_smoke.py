@@ -28,7 +28,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     data: dict[str, Any] = json.loads((out / "latest.json").read_text())
@@ -36,7 +36,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(270)
 def test_every_scenario_ran_with_machine_and_load(report: dict[str, Any]) -> None:
     assert report["size"] == "tiny"
     assert report["machine"]["nproc"] >= 1 and report["machine"]["cpu"]

@@ -229,3 +229,53 @@ async def test_a_temporal_cancel_of_a_waiting_run_stops_it_and_leaves_the_queue(
     assert (await holder.wait()).state == RunState.COMPLETED
     again = await (await _submit(client, task_queue, "lock-skip", log, key=key)).wait()
     assert again.state == RunState.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("locks", "message"),
+    [
+        ('[{key: "c/${{ jobs.a.output }}"}]', "locks[0].key: a lock key can read args only"),
+        ('[{key: "a b"}]', "locks[0].key: 'a b' is not a valid lock key"),
+        ('[{key: "x"}, {key: "x"}]', "locks[1].key: lock 'x' is listed twice"),
+        ('[{key: "x", mode: maybe}]', "locks[0].mode"),
+        ('[{key: "x", limit: 0}]', "locks[0].limit"),
+        ('[{key: "x", timeout: 0s}]', "locks[0].timeout: must be more than 0s"),
+        ('[{key: "${{ args.nope }}"}]', "locks[0].key: unknown arg 'nope'"),
+    ],
+)
+async def test_validate_refuses_a_bad_locks_field_with_its_line(
+    tmp_path: Path, locks: str, message: str
+) -> None:
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        "name: lockbook\nargs:\n  required: [{name: c, type: str}]\n"
+        f"locks: {locks}\njobs:\n  - {{name: a, run: noop}}\n"
+    )
+    result = await sternway(cli_env("127.0.0.1:1", "unused"), "validate", str(book))
+    assert result.code == 2 and f"book.yaml:4 {message}" in result.err, result.err
+
+
+async def test_a_key_args_make_invalid_or_secret_is_refused_before_anything_starts(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        "name: lockbook-secret\nargs:\n  required: [{name: c, type: str},"
+        " {name: token, type: secret}]\nlocks: [{key: 'k/${{ args.c }}'}, "
+        "{key: 'k/${{ args.token }}-x'}]\njobs:\n  - {name: a, run: noop}\n"
+    )
+    env = cli_env(client.service_client.config.target_host, task_queue)
+    for args, message in [
+        (["c=a b", "token=s3cr3t-value"], "'k/a b' is not a valid lock key"),
+        (["c=ok", "token=s3cr3t-value"], "the key would show a secret arg"),
+    ]:
+        pairs = [x for a in args for x in ("--arg", a)]
+        for command in ("validate", "submit"):
+            target = str(book) if command == "validate" else "lockbook-secret"
+            result = await sternway(
+                {**env, "STERNWAY_ACTIONS_PATH": str(tmp_path)}, command, target, *pairs
+            )
+            assert result.code == 2 and message in result.err, (command, result.err)
+            assert "s3cr3t" not in result.err + result.out
+    listed = (await sternway(env, "list", "--action", "lockbook-secret", "--json")).json()
+    assert listed["runs"] == []

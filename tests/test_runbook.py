@@ -72,7 +72,7 @@ INVALID = [
         jobs: [{name: a, run: noop}]
         """,
         "2 descripton: unknown field; did you mean 'description'? "
-        "(known: name, description, args, jobs, timeout, max_suspended)",
+        "(known: name, description, args, jobs, timeout, max_suspended, locks)",
     ),
     (
         """

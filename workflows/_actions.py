@@ -275,6 +275,17 @@ class Action:
         revealed = {**to_jsonable_python(_reveal(model.model_dump(mode="python"))), **self.static}
         return revealed, masked
 
+    def resolve(self, raw: Mapping[str, Any]) -> ResolvedRun:
+        """The plan and validated args of a run of this action, its lock keys rendered: what
+        a run fixes at its start, and what submit and validate check. Raises
+        :class:`ArgsError`."""
+        args, masked = self.validate_args(raw)
+        locks = resolve_locks(self.plan.locks, args, secret_values(args, masked))
+        # The masked copy is recorded only when it differs: args are stored once in history.
+        return ResolvedRun(
+            plan=self.plan, args=args, masked_args=masked if masked != args else None, locks=locks
+        )
+
     def parse_args(self, data: Mapping[str, Any]) -> Any:
         """The args as the action's model instance (or the plain dict when it has none).
 
@@ -410,13 +421,4 @@ class Registry:
 
     def resolve(self, name: str, raw_args: Mapping[str, Any]) -> ResolvedRun:
         """The plan of ``name`` and its validated args: what a run fixes at its start."""
-        action = self.get(name)
-        args, masked = action.validate_args(raw_args)
-        locks = resolve_locks(action.plan.locks, args, secret_values(args, masked))
-        # The masked copy is recorded only when it differs: args are stored once in history.
-        return ResolvedRun(
-            plan=action.plan,
-            args=args,
-            masked_args=masked if masked != args else None,
-            locks=locks,
-        )
+        return self.get(name).resolve(raw_args)
