@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest install clean bench browser fuzz constraints
+.PHONY: demo test lint pytest install clean bench system fuzz constraints
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,30 +26,31 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-# The Web UI test drives Debian's Chromium, never a browser download. When it is missing, `make test`
-# installs it with apt-get (as root, or through passwordless sudo) and says so; where it cannot,
-# it says how, and the Web UI test fails with the same advice.
+# The Web UI test drives Debian's Chromium, never a browser download, and the graph test renders
+# DOT with Debian's graphviz. When either is missing, `make test` installs them with apt-get (as
+# root, or through passwordless sudo) and says so; where it cannot, it says how, and the tests
+# that need them fail with the same advice.
 CHROMIUM ?= $(or $(STERNWAY_CHROMIUM),/usr/bin/chromium)
-APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-APT_LOG := /tmp/sternway-chromium-install.log
+APT_INSTALL := apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium graphviz
+APT_LOG := /tmp/sternway-apt-install.log
 
-browser:
-	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+system:
+	@if [ -x "$(CHROMIUM)" ] && command -v dot >/dev/null 2>&1; then exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "make test: Chromium is missing at $(CHROMIUM) and there is no apt-get to install it;" \
-	    "install it, or set STERNWAY_CHROMIUM to a Chromium binary"; \
+	  echo "make test: Chromium ($(CHROMIUM)) or graphviz's dot is missing and there is no" \
+	    "apt-get to install them; install them, or set STERNWAY_CHROMIUM to a Chromium binary"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "make test: installing Debian's chromium for the Web UI test (apt-get install chromium)"; \
+	  echo "make test: installing Debian's chromium and graphviz for the tests (apt-get install)"; \
 	  sh -c '$(APT_INSTALL)' >$(APT_LOG) 2>&1 || { cat $(APT_LOG); exit 1; }; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  echo "make test: installing Debian's chromium for the Web UI test (sudo apt-get install chromium)"; \
+	  echo "make test: installing Debian's chromium and graphviz for the tests (sudo apt-get install)"; \
 	  sudo sh -c '$(APT_INSTALL)' >$(APT_LOG) 2>&1 || { cat $(APT_LOG); exit 1; }; \
 	else \
-	  echo "make test: Chromium is missing at $(CHROMIUM); install it as root:" \
-	    "apt-get install -y chromium"; \
+	  echo "make test: Chromium or graphviz is missing; install them as root:" \
+	    "apt-get install -y chromium graphviz"; \
 	fi
 
-test: browser lint pytest
+test: system lint pytest
 
 # The long property run of tests/test_property.py: 5,000 generated runs (STERNWAY_FUZZ_SEED picks
 # other ones). `make test` runs 500 of them.

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -32,7 +33,15 @@ if TYPE_CHECKING:
 
     from sternway.workflows._actions import Registry
 
-__all__ = ["EXIT_CODES", "POLL_EVERY", "Session", "command", "duration_option", "exit_code"]
+__all__ = [
+    "EXIT_CODES",
+    "POLL_EVERY",
+    "Session",
+    "command",
+    "duration_option",
+    "exit_code",
+    "is_runbook_path",
+]
 
 EXIT_CODES: dict[type[SternwayError], int] = {
     CodecError: 2,
@@ -119,6 +128,11 @@ def duration_option(value: str | None, option: str) -> timedelta | None:
         return timedelta(seconds=parse_duration(value))
     except ValueError as err:
         raise ArgsError(f"{option}: {err}") from None
+
+
+def is_runbook_path(text: str) -> bool:
+    """Whether a command's ACTION|FILE.yaml argument names a runbook file."""
+    return text.endswith((".yaml", ".yml")) or Path(text).is_file()
 
 
 def exit_code(err: SternwayError) -> int:

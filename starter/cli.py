@@ -38,8 +38,16 @@ from sternway._client import (
     ui_base,
 )
 from sternway.starter._locks_cli import locks_command, unlock_command
+from sternway.starter._plan_cli import graph_command, plan_command
 from sternway.starter._schedules_cli import schedule_group
-from sternway.starter._session import POLL_EVERY, Session, command, duration_option, exit_code
+from sternway.starter._session import (
+    POLL_EVERY,
+    Session,
+    command,
+    duration_option,
+    exit_code,
+    is_runbook_path,
+)
 from sternway.workflows.errors import (
     ArgsError,
     SpecError,
@@ -278,10 +286,6 @@ def _constraints_of(prop: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _is_runbook_path(text: str) -> bool:
-    return text.endswith((".yaml", ".yml")) or Path(text).is_file()
-
-
 @cli.command()
 @click.argument("action", metavar="ACTION|FILE.yaml")
 @click.option("--arg", "pairs", multiple=True, metavar="K=V", help="an arg of the action")
@@ -294,7 +298,7 @@ async def validate(
 
     Given a file, the runbook is checked on its own, and its args too when some are given.
     """
-    if not _is_runbook_path(action):
+    if not is_runbook_path(action):
         found = session.registry.get(action)
         parse_args(found, pairs, args_file)
         session.out.print(f"{found.name}: the action and its args are valid", markup=False)
@@ -968,3 +972,5 @@ async def codec_key(session: Session, key_id: str | None) -> int:
 cli.add_command(locks_command)
 cli.add_command(unlock_command)
 cli.add_command(schedule_group)
+cli.add_command(plan_command)
+cli.add_command(graph_command)
