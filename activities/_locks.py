@@ -4,14 +4,8 @@ a lock knows still run. Both use the worker's own client."""
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowUpdateFailedError,
-)
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sternway.workflows._lock import LockWorkflow, lock_id
@@ -19,10 +13,9 @@ from sternway.workflows._protocol import (
     LOCK_ACQUIRE,
     LOCK_INSPECT,
     SEARCH_ATTRIBUTE_STATE,
-    ErrorType,
     Handler,
 )
-from sternway.workflows.models import LockReply, LockRequest, LockState, RunPresence
+from sternway.workflows.models import LockRequest, LockState, RunPresence
 
 __all__ = ["acquire_lock", "inspect_runs", "run_presence"]
 
@@ -30,29 +23,21 @@ _STATE_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATE)
 
 
 @activity.defn(name=LOCK_ACQUIRE)
-async def acquire_lock(request: LockRequest) -> LockReply:
-    """Ask the lock of ``request.key`` for it, starting the lock if it is not running."""
-    start = WithStartWorkflowOperation(
+async def acquire_lock(request: LockRequest) -> None:
+    """Ask the lock of ``request.key`` for it (signal-with-start: the lock starts if it is not
+    running). Its answer comes as a signal to the run, so no workflow task waits on another:
+    a worker whose slots all hold runs waiting for their locks would otherwise starve the locks.
+    """
+    await activity.client().start_workflow(
         LockWorkflow.run,
         LockState(key=request.key),
         id=lock_id(request.key),
         task_queue=activity.info().task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=Handler.ACQUIRE,
+        start_signal_args=[request],
         static_summary=f"lock {request.key}",
     )
-    try:
-        reply: LockReply = await activity.client().execute_update_with_start_workflow(
-            Handler.ACQUIRE, request, start_workflow_operation=start, result_type=LockReply
-        )
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        raise ApplicationError(
-            f"lock {request.key!r} refused the request: {message}",
-            type=ErrorType.LOCK_REFUSED,
-            non_retryable=True,
-        ) from None
-    return reply
 
 
 async def run_presence(client: Client, run_id: str) -> RunPresence:

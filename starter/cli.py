@@ -323,13 +323,16 @@ def _check_name_clash(session: Session, loaded: Action, path: str) -> None:
         registry = session.registry
     except SternwayError:
         return  # another definition is broken: the worker will say so, this file is fine
-    if loaded.name not in registry:
-        return
-    other = registry.get(loaded.name)
-    same = other.source is not None and Path(other.source).resolve() == Path(path).resolve()
-    if not same:
-        where = other.source or "Python code"
-        raise SpecError(f"{path}: action {loaded.name!r} is already defined in {where}")
+    if loaded.name in registry:
+        other = registry.get(loaded.name)
+        same = other.source is not None and Path(other.source).resolve() == Path(path).resolve()
+        if not same:
+            where = other.source or "Python code"
+            raise SpecError(f"{path}: action {loaded.name!r} is already defined in {where}")
+    from sternway.workflows._actions import check_calls
+
+    # With the actions served here, the runbook must not close a circle of calls.
+    check_calls({**{a.name: a for a in registry if a.name != loaded.name}, loaded.name: loaded})
 
 
 @cli.command(name="submit")

@@ -333,7 +333,7 @@ async def test_idempotent_submit_returns_the_same_run(
 
 STATUS_FIELDS = {
     "run_id", "action", "state", "requestor", "args", "created_at", "started_at", "finished_at",
-    "progress", "error", "ui_url", "locks", "jobs",
+    "progress", "error", "ui_url", "parent", "locks", "jobs",
 }  # fmt: skip
 JOB_FIELDS = {
     "name", "state", "attempts", "started_at", "finished_at", "detail", "error", "output",

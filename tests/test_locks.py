@@ -54,6 +54,12 @@ def _lock(status: RunStatus, key: str) -> Any:
     raise KeyError(key)
 
 
+def _queued(status: RunStatus, key: str) -> bool:
+    """The run waits in the queue of ``key`` and knows who holds it."""
+    lock = _lock(status, key)
+    return bool(lock.state == "waiting" and lock.holders)
+
+
 async def test_a_second_run_on_the_key_waits_until_the_first_ends_then_runs(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
@@ -61,7 +67,7 @@ async def test_a_second_run_on_the_key_waits_until_the_first_ends_then_runs(
     first = await _submit(client, task_queue, "lock-one", log, key=key, hold=2.0)
     await wait_for(first, lambda s: s.state == RunState.RUNNING)
     second = await _submit(client, task_queue, "lock-one", log, key=key, hold=0.1)
-    waiting = await wait_for(second, lambda s: _lock(s, f"t/{key}").state == "waiting")
+    waiting = await wait_for(second, lambda s: _queued(s, f"t/{key}"))
     assert waiting.state == RunState.PENDING and waiting.progress.done == 0
     assert _lock(waiting, f"t/{key}").holders == [first.run_id]
     # A run on another key is not held up by either.
@@ -155,7 +161,7 @@ async def test_a_rollback_failed_run_keeps_its_key_until_unlock(
     assert final.state == RunState.ROLLBACK_FAILED
     assert _lock(final, f"t/{key}").state == "kept"
     nxt = await _submit(client, task_queue, "lock-one", log, key=key)
-    await wait_for(nxt, lambda s: _lock(s, f"t/{key}").state == "waiting")
+    await wait_for(nxt, lambda s: _queued(s, f"t/{key}"))
     await asyncio.sleep(3)  # the lock checks its holder: a ROLLBACK_FAILED one keeps the key
     assert (await nxt.status()).state == RunState.PENDING
     # Bad input changes nothing: no reason, a malformed key, a key nobody holds.
@@ -198,9 +204,9 @@ async def test_a_stopped_waiter_leaves_the_queue_and_a_terminated_holder_frees_t
     holder = await _submit(client, task_queue, "lock-one", log, key=key, hold=60.0)
     await wait_for(holder, lambda s: s.state == RunState.RUNNING)
     quitter = await _submit(client, task_queue, "lock-one", log, key=key)
-    await wait_for(quitter, lambda s: _lock(s, f"t/{key}").state == "waiting")
+    await wait_for(quitter, lambda s: _queued(s, f"t/{key}"))
     patient = await _submit(client, task_queue, "lock-one", log, key=key)
-    await wait_for(patient, lambda s: _lock(s, f"t/{key}").state == "waiting")
+    await wait_for(patient, lambda s: _queued(s, f"t/{key}"))
     await quitter.stop(reason="not needed")
     stopped = await quitter.wait()
     assert stopped.state == RunState.STOPPED and stopped.jobs[0].attempts == 0
@@ -222,7 +228,7 @@ async def test_a_temporal_cancel_of_a_waiting_run_stops_it_and_leaves_the_queue(
     holder = await _submit(client, task_queue, "lock-one", log, key=key, hold=2.0)
     await wait_for(holder, lambda s: s.state == RunState.RUNNING)
     waiter = await _submit(client, task_queue, "lock-one", log, key=key)
-    await wait_for(waiter, lambda s: _lock(s, f"t/{key}").state == "waiting")
+    await wait_for(waiter, lambda s: _queued(s, f"t/{key}"))
     await client.get_workflow_handle(waiter.run_id).cancel()
     final = await waiter.wait()
     assert final.state == RunState.STOPPED and _lock(final, f"t/{key}").state == "released"

@@ -34,6 +34,7 @@ from sternway.workflows.models import (
     Plan,
     ResolvedRun,
     RetrySpec,
+    find_cycle,
     parse_duration,
     secret_values,
 )
@@ -44,6 +45,8 @@ __all__ = [
     "Job",
     "Registry",
     "Retry",
+    "called_actions",
+    "check_calls",
     "function_ref",
     "job_function",
     "secrets_of",
@@ -352,6 +355,27 @@ def _first_error(err: Exception) -> str:
     return str(err)
 
 
+def called_actions(jobs: Iterable[JobSpec]) -> set[str]:
+    """The actions ``jobs`` run as child runs (``run: action`` with a literal name)."""
+    found: set[str] = set()
+    for job in jobs:
+        call = job.execute
+        if call is not None and call.kind == "action":
+            name = call.with_.get("action")
+            if isinstance(name, str) and "${{" not in name:
+                found.add(name)
+        found |= called_actions(job.jobs or [])
+    return found
+
+
+def check_calls(actions: Mapping[str, Action]) -> None:
+    """Actions that call each other in a circle are refused: such runs would never end."""
+    calls = {name: sorted(called_actions(a.plan.jobs)) for name, a in actions.items()}
+    cycle = find_cycle(calls)
+    if cycle:
+        raise SpecError(f"actions call each other in a cycle: {' -> '.join(cycle)}")
+
+
 class Registry:
     """The actions a worker runs and a client may submit, and the functions they refer to."""
 
@@ -373,6 +397,7 @@ class Registry:
                     if known is not None and known is not fn:
                         raise SpecError(f"two different functions are both named {ref!r}")
                     found[ref] = fn
+        check_calls({**self._actions, action.name: action})
         self._functions.update(found)
         self._actions[action.name] = action
         return action
@@ -410,6 +435,7 @@ class Registry:
                     f"action {action.name!r} is defined twice: in {action.source} and in {where}"
                 )
             new[action.name] = action
+        check_calls(new)
         self._actions = new
 
     def function(self, ref: str) -> JobFunction:

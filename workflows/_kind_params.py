@@ -23,12 +23,13 @@ from typing import Any
 
 from sternway.workflows._argv import argv_text
 from sternway.workflows.errors import JobRejected
-from sternway.workflows.models import HTTP_METHODS, parse_duration
+from sternway.workflows.models import HTTP_METHODS, check_name, parse_duration
 
 __all__ = [
     "KIND_PARAMS",
     "HttpRequest",
     "ShellCommand",
+    "action_call",
     "check_params",
     "fail_params",
     "http_request",
@@ -59,6 +60,7 @@ KIND_PARAMS: dict[str, frozenset[str] | None] = {
     "fail": frozenset({"message", "type", "non_retryable"}),
     "approval": frozenset({"timeout", "on_timeout", "require_token"}),
     "python": None,  # `function`, and the function's input
+    "action": frozenset({"action", "args"}),
 }
 """The ``with`` parameters each job kind takes (``None``: any)."""
 
@@ -355,7 +357,24 @@ def python_function(params: Mapping[str, Any]) -> str:
     return name
 
 
+def action_call(params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The action an ``action`` job runs as a child run, and the args it gives it."""
+    _check_keys("action", params, KIND_PARAMS["action"])
+    name = params.get("action")
+    if not isinstance(name, str) or not name:
+        raise rejected("action", "action is required: the name of the action to run, a string")
+    try:
+        check_name("action", name)
+    except ValueError as err:
+        raise rejected("action", str(err)) from None
+    args = params.get("args", {})
+    if not isinstance(args, dict):
+        raise rejected("action", f"args must be a mapping of the action's args, not {args!r}")
+    return name, args
+
+
 _CHECKS = {
+    "action": action_call,
     "shell": shell_command,
     "http": http_request,
     "fail": fail_params,

@@ -2,10 +2,11 @@
 
 A key is one workflow of type ``sternway.lock`` (id ``sternway/lock/<key>``), so a lock is
 Temporal state: it survives worker and server restarts and serves any number of workers. Runs
-ask for a key with the ``acquire`` update, sent with update-with-start by a local activity
-(``sternway.lock.acquire``), so an uncontended key costs one call and no extra workflow task of
-the run. A busy key queues the run (FIFO) and the lock signals it ``sternway.lock_granted`` when
-its turn comes; a run gives a key back, or leaves its queue, with the ``release`` signal.
+ask for a key with the ``acquire`` signal, sent with signal-with-start by a local activity
+(``sternway.lock.acquire``); the lock answers with the ``sternway.lock_reply`` signal (granted,
+queued or refused), and signals a queued run again when its turn comes (FIFO). No workflow task
+waits on another's: a worker whose slots all held runs waiting for answers would starve the
+locks that give them. A run gives a key back, or leaves its queue, with the ``release`` signal.
 
 ``limit`` holders at once make a key a semaphore. A key is re-entrant for a family of runs: a
 request whose ``owner`` already holds it is granted at once. A lock with waiters checks, with
@@ -43,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
     from sternway.workflows.models import (
         LOCK_KEY,
         MAX_LOCK_KEY_CHARS,
-        LockGrant,
         LockHolder,
         LockRelease,
         LockReply,
@@ -110,8 +110,8 @@ class LockWorkflow:
     def __init__(self, state: LockState) -> None:
         self._state = state
         self._tick = 0
-        # Runs granted the key whose signal is still to be sent, with what freed it.
-        self._to_tell: list[tuple[str, str | None]] = []
+        # Answers still to be signalled to their runs.
+        self._to_tell: list[tuple[str, LockReply]] = []
 
     @workflow.run
     async def run(self, state: LockState) -> None:
@@ -173,7 +173,9 @@ class LockWorkflow:
             waiter = self._state.waiters.pop(0)
             waiter.since = workflow.now()
             self._state.holders.append(waiter)
-            self._to_tell.append((waiter.run_id, note))
+            self._to_tell.append(
+                (waiter.run_id, LockReply(key=self._state.key, granted=True, note=note))
+            )
             self._log(f"granted to {waiter.run_id} (was waiting)")
 
     def _drop(self, run_id: str) -> bool:
@@ -184,20 +186,22 @@ class LockWorkflow:
         return len(self._state.holders) + len(self._state.waiters) != before
 
     async def _tell(self) -> None:
-        """Signal each run granted the key; one that no longer runs gives it back at once."""
+        """Signal each answer to its run; a granted run that no longer runs gives the key back
+        at once, and a queued one leaves the queue."""
         while self._to_tell:
-            run_id, note = self._to_tell.pop(0)
-            if not any(h.run_id == run_id for h in self._state.holders):
-                continue  # it left the queue before its turn was told
+            run_id, reply = self._to_tell.pop(0)
+            known = [h.run_id for h in (*self._state.holders, *self._state.waiters)]
+            if (reply.granted or reply.queued) and run_id not in known:
+                continue  # it left before it was told
             handle = workflow.get_external_workflow_handle(run_id)
             try:
-                await handle.signal(Handler.LOCK_GRANTED, LockGrant(key=self._state.key, note=note))
+                await handle.signal(Handler.LOCK_REPLY, reply)
             except workflow.NondeterminismError:
                 raise
             except Exception as err:
-                self._drop(run_id)
-                self._log(f"{run_id} no longer runs ({err}): the key passes on")
-                self._promote()
+                if self._drop(run_id):
+                    self._log(f"{run_id} no longer runs ({err}): it leaves the lock")
+                    self._promote()
 
     async def _presence(self, run_ids: list[str]) -> dict[str, RunPresence]:
         found: list[RunPresence] = await workflow.execute_local_activity(
@@ -235,17 +239,24 @@ class LockWorkflow:
 
     # ------------------------------------------------------------------------------- handlers
 
-    @workflow.update(name=Handler.ACQUIRE)
-    def acquire(self, *args: Any) -> LockReply:
-        """Grant the key now, queue the run, or (mode ``skip``) refuse it. Idempotent per run."""
-        request = update_input(Handler.ACQUIRE, LockRequest, args)
-        state = self._state
-        if any(h.run_id == request.run_id for h in state.holders):
-            return LockReply(granted=True)
+    @workflow.signal(name=Handler.ACQUIRE)
+    def acquire(self, *args: Any) -> None:
+        """Grant the key now, queue the run, or (mode ``skip``) refuse it; the answer goes to
+        the run as a signal. Idempotent per run: a repeated request gets the same answer."""
+        request = signal_input(Handler.ACQUIRE, LockRequest, args)
+        if request is None or text_refusal("run id", request.run_id):
+            return
+        self._to_tell.append((request.run_id, self._answer(request)))
+        self._tick += 1
+
+    def _answer(self, request: LockRequest) -> LockReply:
+        state, key = self._state, self._state.key
         holders = [h.run_id for h in state.holders]
+        if request.run_id in holders:
+            return LockReply(key=key, granted=True)
         for position, waiter in enumerate(state.waiters, 1):
             if waiter.run_id == request.run_id:
-                return LockReply(queued=True, holders=holders, position=position)
+                return LockReply(key=key, queued=True, holders=holders, position=position)
         entry = LockHolder(
             run_id=request.run_id,
             owner=request.owner,
@@ -256,18 +267,13 @@ class LockWorkflow:
         if reentrant or (not state.waiters and self._fits(request)):
             state.holders.append(entry)
             self._log(f"granted to {request.run_id}")
-            return LockReply(granted=True)
+            return LockReply(key=key, granted=True)
         if request.mode == "skip":
             self._log(f"refused to {request.run_id} (busy, mode skip)")
-            return LockReply(holders=holders)
+            return LockReply(key=key, holders=holders)
         state.waiters.append(entry)
         self._log(f"{request.run_id} waits (position {len(state.waiters)})")
-        return LockReply(queued=True, holders=holders, position=len(state.waiters))
-
-    @acquire.validator
-    def _validate_acquire(self, *args: Any) -> None:
-        request = update_input(Handler.ACQUIRE, LockRequest, args)
-        refuse(text_refusal("run id", request.run_id) or text_refusal("owner", request.owner))
+        return LockReply(key=key, queued=True, holders=holders, position=len(state.waiters))
 
     @workflow.signal(name=Handler.RELEASE)
     def release(self, *args: Any) -> None:

@@ -240,7 +240,8 @@ class _Builder:
         deps: set[str],
         level: int,
     ) -> tuple[set[str], int]:
-        entry.has_rollback = spec.rollback is not None
+        # A called action undoes its own jobs, as a unit, where the calling job stands.
+        entry.has_rollback = spec.rollback is not None or entry.kind == "action"
         if entry.kind == "approval":
             params = (spec.execute.with_ if spec.execute else {}) or {}
             timeout = params.get("timeout")

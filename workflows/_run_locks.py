@@ -16,7 +16,6 @@ with workflow.unsafe.imports_passed_through():
     from sternway.workflows._protocol import LOCK_ACQUIRE, ErrorType, Handler, Reason
     from sternway.workflows.models import (
         ErrorInfo,
-        LockGrant,
         LockRelease,
         LockReply,
         LockRequest,
@@ -38,19 +37,22 @@ class RunLocks:
         self.owner = owner
         self.specs = specs
         self.status = [LockStatus(key=s.key, limit=s.limit) for s in specs]
-        self._granted: dict[str, LockGrant] = {}
+        self._replies: dict[str, LockReply] = {}
 
-    def granted(self, grant: LockGrant) -> None:
-        """A lock's signal: the key is the run's now (ignored unless the run waits for it)."""
+    def replied(self, reply: LockReply) -> None:
+        """A lock's answer (ignored unless the run asked it and has no grant from it yet)."""
         for entry in self.status:
-            if entry.key == grant.key and entry.state == WAITING:
-                self._granted[grant.key] = grant
+            if entry.key == reply.key and entry.state == WAITING:
+                known = self._replies.get(reply.key)
+                if known is None or not known.granted:
+                    self._replies[reply.key] = reply
 
     def waiting_detail(self) -> str | None:
         """``waiting for lock K held by RUN`` while the run waits, else None."""
         for entry in self.status:
             if entry.state == WAITING:
-                return f"waiting for lock {entry.key} held by {', '.join(entry.holders) or '?'}"
+                held = f" held by {', '.join(entry.holders)}" if entry.holders else ""
+                return f"waiting for lock {entry.key}{held}"
         return None
 
     async def take(
@@ -62,8 +64,11 @@ class RunLocks:
         for spec, entry in zip(self.specs, self.status, strict=True):
             if stopping():
                 return None
+            # Asked from here on: release() gives the key back, or leaves the queue, whatever
+            # happens next.
+            entry.state = WAITING
             try:
-                reply: LockReply = await workflow.execute_local_activity(
+                await workflow.execute_local_activity(
                     LOCK_ACQUIRE,
                     LockRequest(
                         key=spec.key,
@@ -72,11 +77,8 @@ class RunLocks:
                         limit=spec.limit,
                         mode=spec.mode,
                     ),
-                    result_type=LockReply,
                     start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(
-                        maximum_attempts=5, maximum_interval=timedelta(seconds=5)
-                    ),
+                    retry_policy=_ACQUIRE_RETRY,
                     summary=f"lock {spec.key}",
                 )
             except (ActivityError, ApplicationError) as err:
@@ -85,28 +87,22 @@ class RunLocks:
                     raise asyncio.CancelledError() from None  # a Temporal cancel of the run
                 message = getattr(cause, "message", None) or str(cause or err)
                 return ErrorInfo(type=ErrorType.LOCK_REFUSED, message=message), False
-            entry.holders = reply.holders
-            if reply.granted:
-                entry.state = HELD
-                continue
-            if not reply.queued:
-                entry.state = SKIPPED
-                held_by = ", ".join(reply.holders) or "another run"
-                return (
-                    ErrorInfo(
-                        reason=Reason.LOCKED,
-                        type=ErrorType.LOCKED,
-                        message=f"lock {spec.key} is held by {held_by} (mode: skip)",
-                    ),
-                    True,
-                )
-            entry.state = WAITING
             show()
+            asked = workflow.now()
             try:
                 await workflow.wait_condition(
-                    lambda key=spec.key: key in self._granted or stopping(),  # type: ignore[misc]
+                    lambda key=spec.key: self._answered(key, stopping),  # type: ignore[misc]
                     timeout=spec.timeout,
                 )
+                reply = self._replies.get(spec.key)
+                if reply is not None and reply.queued and not reply.granted:
+                    entry.holders = reply.holders
+                    show()
+                    waited = (workflow.now() - asked).total_seconds()
+                    await workflow.wait_condition(
+                        lambda key=spec.key: self._granted(key) or stopping(),  # type: ignore[misc]
+                        timeout=None if spec.timeout is None else max(spec.timeout - waited, 0.001),
+                    )
             except TimeoutError:
                 return (
                     ErrorInfo(
@@ -117,15 +113,33 @@ class RunLocks:
                     ),
                     False,
                 )
-            grant = self._granted.get(spec.key)
-            if grant is None:
+            reply = self._replies.get(spec.key)
+            if reply is None or (stopping() and not reply.granted):
                 return None  # stopped while waiting: release() leaves the queue
-            entry.state, entry.note, entry.holders = HELD, grant.note, []
+            if not reply.granted:
+                entry.state, entry.holders = SKIPPED, reply.holders
+                held_by = ", ".join(reply.holders) or "another run"
+                return (
+                    ErrorInfo(
+                        reason=Reason.LOCKED,
+                        type=ErrorType.LOCKED,
+                        message=f"lock {spec.key} is held by {held_by} (mode: skip)",
+                    ),
+                    True,
+                )
+            entry.state, entry.note, entry.holders = HELD, reply.note, []
             show()
         return None
 
+    def _answered(self, key: str, stopping: Callable[[], bool]) -> bool:
+        return key in self._replies or stopping()
+
+    def _granted(self, key: str) -> bool:
+        reply = self._replies.get(key)
+        return reply is not None and reply.granted
+
     async def release(self, keep: bool) -> None:
-        """Give back every key the run holds or waits for; ``keep`` (ROLLBACK_FAILED) keeps the
+        """Give back every key the run holds or asked for; ``keep`` (ROLLBACK_FAILED) keeps the
         held ones until ``sternway unlock``."""
         for entry in reversed(self.status):
             if entry.state == HELD and keep:

@@ -29,6 +29,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
+    ChildWorkflowError,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         error_of,
         text_refusal,
     )
+    from sternway.workflows._kind_params import action_call
     from sternway.workflows._protocol import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
@@ -58,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         HISTORY_HALT_BYTES,
         HISTORY_HALT_EVENTS,
         MAX_ARGS_BYTES,
+        MAX_CHILD_DEPTH,
         MAX_JOB_INPUT_BYTES,
         MAX_TASK_INPUT_BYTES,
         TERMINAL_RUN_STATES,
@@ -65,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         AttemptLog,
         AttemptReport,
         CallSpec,
+        ChildDone,
         ChunkFinish,
         ChunkInput,
         ChunkResult,
@@ -76,7 +80,8 @@ with workflow.unsafe.imports_passed_through():
         JobSpec,
         JobState,
         JobStatus,
-        LockGrant,
+        LockReply,
+        ParentLink,
         Plan,
         Progress,
         Reason,
@@ -86,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         RollbackInput,
         RollbackStatus,
         RunInput,
+        RunOptions,
         RunState,
         RunStatus,
         StopCommand,
@@ -209,6 +215,15 @@ class _Interpreter:
         self._task_bytes = 0
         # The run's keys (none for a chunk: it runs under its parent's).
         self._locks: RunLocks | None = None
+        # Actions this run calls (``run: action``), by job: their handles, the word of those
+        # that completed, the end of those that did not, and which were told to finish.
+        self._children: dict[str, workflow.ChildWorkflowHandle[Any, Any]] = {}
+        self._child_done: dict[str, ChildDone] = {}
+        self._child_ended: dict[str, ErrorInfo | None] = {}
+        self._child_told: set[str] = set()
+        # The run that called this one, if any, and the top of the family (for its locks).
+        self._parent: ParentLink | None = None
+        self._owner = info.workflow_id
 
     # ----------------------------------------------------------------------------------- run
 
@@ -647,6 +662,133 @@ class _Interpreter:
                     self._signals.add(task)
                     task.add_done_callback(self._signals.discard)
 
+    # ------------------------------------------------------------------------------ child runs
+
+    async def _call_action(
+        self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
+    ) -> None:
+        """Run another action as a child run (id ``<run>/<job>``) and wait for its jobs.
+
+        A child that completes reports its outputs and waits for this run's last word: undo
+        its jobs (when this run rolls back, at the job's place) or end. A child that does not
+        complete has undone its own jobs, and the job fails with its error.
+        """
+        job = self._jobs[name]
+        call = spec.execute or CallSpec(kind="action")
+        action, args = action_call(render(call.with_, self._context(scope, variables)))
+        depth = (self._parent.depth if self._parent else 0) + 1
+        if depth > MAX_CHILD_DEPTH:
+            raise JobFailure(
+                ErrorInfo(
+                    reason=Reason.REJECTED,
+                    type=ErrorType.JOB_REJECTED,
+                    message=f"actions call actions more than {MAX_CHILD_DEPTH} deep",
+                )
+            )
+        if self._scope_halting(scope):
+            return
+        child_input = RunInput(
+            args=args,
+            requestor=self._requestor,
+            options=RunOptions(
+                parent=ParentLink(
+                    run_id=self._status.run_id, job=name, owner=self._owner, depth=depth
+                )
+            ),
+        )
+        await self._task_room(encoded_size(child_input, f"the args of {name!r}", MAX_ARGS_BYTES))
+        self._begin(name, job)
+        child_id = f"{self._status.run_id}/{name}"
+        handle = await workflow.start_child_workflow(
+            action,
+            child_input,
+            id=child_id,
+            static_summary=f"**{action}** run by {self._status.action} › {name}",
+        )
+        self._children[name] = handle
+        job.detail = f"child run {child_id}"
+        watcher = asyncio.create_task(self._watch_child(name, handle))
+        self._signals.add(watcher)
+        watcher.add_done_callback(self._signals.discard)
+        await self._wait(lambda: name in self._child_done or name in self._child_ended)
+        done = self._child_done.get(name)
+        if done is not None:
+            job.output = done.outputs
+            self._end_job(job, JobState.COMPLETED, None)
+            return
+        error = self._child_ended.get(name) or ErrorInfo(message="the child run ended")
+        if error.type == ErrorType.ROLLBACK_FAILED:
+            job.rollback = RollbackStatus(state=JobState.ROLLBACK_FAILED, error=error)
+        else:
+            # It undid its own jobs: nothing is left for this run to undo at its place.
+            self._start_order.remove(name)
+            job.rollback = RollbackStatus(state=JobState.ROLLED_BACK)
+        halted = self._scope_halting(scope) and error.reason == Reason.CANCELLED
+        self._end_job(job, JobState.CANCELLED if halted else JobState.FAILED, error)
+
+    async def _watch_child(self, name: str, handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
+        """Record how a child run ended: None when it completed, else its error."""
+        try:
+            await handle
+            self._child_ended[name] = None
+        except ChildWorkflowError as err:
+            self._child_ended[name] = _child_error(handle.id, err)
+        self._changed()
+
+    async def _undo_child(self, name: str) -> bool:
+        """Have a completed child run undo its jobs (newest first); whether it could."""
+        job = self._jobs[name]
+        if name not in self._child_done:
+            return job.rollback is None or job.rollback.state != JobState.ROLLBACK_FAILED
+        job.state = JobState.ROLLING_BACK
+        job.rollback = RollbackStatus(state=JobState.RUNNING)
+        error = await self._tell_child_to_finish(name, rollback=True)
+        broken = error is not None and error.type == ErrorType.ROLLBACK_FAILED
+        job.rollback = RollbackStatus(
+            state=JobState.ROLLBACK_FAILED if broken else JobState.ROLLED_BACK,
+            error=error if broken else None,
+        )
+        job.state = JobState.ROLLBACK_FAILED if broken else JobState.ROLLED_BACK
+        return not broken
+
+    async def _tell_child_to_finish(self, name: str, rollback: bool) -> ErrorInfo | None:
+        """Send a completed child its last word and wait for it to end; its error, if any."""
+        if name in self._child_told:
+            return self._child_ended.get(name)
+        self._child_told.add(name)
+        handle = self._children[name]
+        try:
+            await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            workflow.logger.warning("child run %s: cannot be told to finish: %s", handle.id, err)
+        await self._wait(lambda: name in self._child_ended)
+        return self._child_ended.get(name)
+
+    async def _release_children(self) -> None:
+        """End the completed child runs nothing rolled back."""
+        for name in list(self._child_done):
+            await self._tell_child_to_finish(name, rollback=False)
+
+    def _tell_children(self, prefix: str, command: str, payload: Any) -> None:
+        """Pass a command on to the child runs under ``prefix`` that still run their jobs."""
+        for name, handle in self._children.items():
+            if name.startswith(prefix) and name not in self._child_done:
+                if name in self._child_ended:
+                    continue
+                task = asyncio.create_task(handle.signal(command, payload))
+                self._signals.add(task)
+                task.add_done_callback(self._signals.discard)
+
+    @workflow.signal(name=Handler.CHILD_DONE)
+    def child_done_signal(self, *args: Any) -> None:
+        """A child run's jobs completed: its outputs are the job's output."""
+        done = signal_input(Handler.CHILD_DONE, ChildDone, args)
+        if done is not None and done.job in self._children:
+            self._child_done[done.job] = done
+            self._changed()
+
     async def _run_group(
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
     ) -> None:
@@ -712,6 +854,8 @@ class _Interpreter:
                 await self._sleep(scope, spec, name, variables)
             elif call.kind == "approval":
                 await self._approval(scope, spec, name, variables)
+            elif call.kind == "action":
+                await self._call_action(scope, spec, name, variables)
             else:
                 await self._attempts(scope, spec, name, variables, call)
         finally:
@@ -996,6 +1140,9 @@ class _Interpreter:
             if name.startswith(prefix):
                 handle.cancel()
         self._tell_chunks(prefix, Handler.STOP, StopCommand(rollback=False))
+        rollback = self._stop.rollback if self._stop is not None else True
+        reason = f"stopped by its parent run {self._status.run_id}"
+        self._tell_children(prefix, Handler.STOP, StopCommand(rollback=rollback, reason=reason))
 
     # ------------------------------------------------------------------------------- rollback
 
@@ -1022,6 +1169,11 @@ class _Interpreter:
                 if failed is not None:
                     self._rollback_failed = failed
                     self._jobs.setdefault(failed, JobStatus(name=failed))
+                    return False
+                continue
+            if name in self._children:
+                if not await self._undo_child(name):
+                    self._rollback_failed = name
                     return False
                 continue
             instance = self._instances.get(name)
@@ -1239,6 +1391,7 @@ class _Interpreter:
     def _do_suspend(self, cmd: SuspendCommand) -> CommandResult:
         self._suspended = True
         self._tell_chunks("", Handler.SUSPEND, cmd)
+        self._tell_children("", Handler.SUSPEND, cmd)
         if cmd.now:
             self._suspend_cancelled.update(self._handles)
             for handle in self._handles.values():
@@ -1267,6 +1420,7 @@ class _Interpreter:
     def _do_resume(self) -> CommandResult:
         self._suspended = False
         self._tell_chunks("", Handler.RESUME, {})
+        self._tell_children("", Handler.RESUME, {})
         self._set_state(RunState.RUNNING)
         self._changed()
         return CommandResult(state=RunState.RUNNING, message="resumed")
@@ -1429,6 +1583,10 @@ class ActionWorkflow(_Interpreter):
         except JobFailure as err:
             return await self._reject(err.info.type, err.info.message)
         self._requestor = self._status.requestor = inp.requestor
+        self._parent = inp.options.parent
+        if self._parent is not None:
+            self._status.parent = self._parent.run_id
+            self._owner = self._parent.owner
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
             workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
         try:
@@ -1459,6 +1617,8 @@ class ActionWorkflow(_Interpreter):
             raise
         except Exception as err:
             await self._halt_internal(err)
+        if self._parent is not None and not self._halting() and self._rollback_failed is None:
+            await self._shielded(asyncio.create_task(self._report_to_parent(self._parent)))
         halted_with_rollback = self._failure is not None or (
             self._stop is not None and self._stop.rollback
         )
@@ -1466,6 +1626,7 @@ class ActionWorkflow(_Interpreter):
         if halted_with_rollback and self._rollback_failed is None:
             await self._shielded(asyncio.create_task(self._rollback_all()))
         await self._shielded(asyncio.create_task(self._release_chunks()))
+        await self._shielded(asyncio.create_task(self._release_children()))
         if self._locks is not None:
             keep = self._rollback_failed is not None
             await self._shielded(asyncio.create_task(self._locks.release(keep)))
@@ -1476,7 +1637,7 @@ class ActionWorkflow(_Interpreter):
         if not resolved.locks:
             return True
         run_id = self._status.run_id
-        locks = self._locks = RunLocks(run_id, run_id, resolved.locks)
+        locks = self._locks = RunLocks(run_id, self._owner, resolved.locks)
         self._status.locks = locks.status
 
         def show() -> None:
@@ -1497,12 +1658,43 @@ class ActionWorkflow(_Interpreter):
                 self._failure = error
         return not self._halting()
 
-    @workflow.signal(name=Handler.LOCK_GRANTED)
-    def lock_granted_signal(self, *args: Any) -> None:
-        """A lock's word: the key the run waits for is its now."""
-        grant = signal_input(Handler.LOCK_GRANTED, LockGrant, args)
-        if grant is not None and self._locks is not None:
-            self._locks.granted(grant)
+    async def _report_to_parent(self, parent: ParentLink) -> None:
+        """A child whose jobs completed gives its parent their outputs, then waits for the
+        parent's word: undo them (at the calling job's place in the parent's rollback) or end."""
+        plan = self._plan
+        outputs = {j.name: self._jobs[j.name].output for j in (plan.jobs if plan else [])}
+        done = ChildDone(job=parent.job, run_id=self._status.run_id, outputs=outputs)
+        try:
+            encoded_size(done, "the outputs of the run", MAX_JOB_INPUT_BYTES)
+        except JobFailure as err:
+            self._failure = err.info  # the parent could not take them: fail, and undo
+            return
+        try:
+            await workflow.get_external_workflow_handle(parent.run_id).signal(
+                Handler.CHILD_DONE, done
+            )
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            workflow.logger.warning("parent run %s is gone: %s", parent.run_id, err)
+            return
+        workflow.set_current_details(f"**RUNNING** · jobs done; parent {parent.run_id} decides")
+        await self._wait(lambda: self._chunk_finish is not None or self._halting())
+        finish = self._chunk_finish
+        if finish is not None and finish.rollback and not self._halting():
+            self._stop = StopCommand(rollback=True, reason=f"undone by {parent.run_id}")
+            self._stop_error = ErrorInfo(
+                reason=Reason.CANCELLED,
+                type=ErrorType.STOPPED,
+                message=f"undone by its parent run {parent.run_id}, which rolled back",
+            )
+
+    @workflow.signal(name=Handler.LOCK_REPLY)
+    def lock_reply_signal(self, *args: Any) -> None:
+        """A lock's answer: the key is the run's, the run is queued, or refused."""
+        reply = signal_input(Handler.LOCK_REPLY, LockReply, args)
+        if reply is not None and self._locks is not None:
+            self._locks.replied(reply)
             self._changed()
 
 
@@ -1546,6 +1738,33 @@ class ChunkWorkflow(_Interpreter):
             await self._shielded(asyncio.create_task(self._rollback_all()))
         await workflow.wait_condition(workflow.all_handlers_finished)
         return ChunkResult(rollback_failed=self._rollback_failed, error=self._failure)
+
+
+def _child_error(child_id: str, err: ChildWorkflowError) -> ErrorInfo:
+    """The error of an action job whose child run did not complete: its final state and
+    message, from the status its failure carries."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        final = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+        raw = final.get("error")
+        inner: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        try:
+            reason = Reason(inner.get("reason", Reason.ERROR))
+        except ValueError:
+            reason = Reason.ERROR
+        broken = cause.type == "RollbackFailed"
+        return ErrorInfo(
+            reason=reason,
+            type=ErrorType.ROLLBACK_FAILED if broken else ErrorType.CHILD_FAILED,
+            message=f"child run {child_id} ended {final.get('state', 'FAILED')}: {cause.message}",
+        )
+    if isinstance(cause, CancelledError):
+        return ErrorInfo(
+            reason=Reason.CANCELLED,
+            type=ErrorType.CHILD_FAILED,
+            message=f"child run {child_id} was cancelled",
+        )
+    return ErrorInfo(type=ErrorType.CHILD_FAILED, message=f"child run {child_id} ended: {err}")
 
 
 def _numbered(attempt: int, delivery: int) -> str:

@@ -42,6 +42,7 @@ __all__ = [
     "MASK",
     "MAX_ARGS_BYTES",
     "MAX_ATTEMPTS",
+    "MAX_CHILD_DEPTH",
     "MAX_COMMENT_CHARS",
     "MAX_GROUP_ATTEMPTS",
     "MAX_JOB_INPUT_BYTES",
@@ -60,6 +61,7 @@ __all__ = [
     "AttemptLog",
     "AttemptReport",
     "CallSpec",
+    "ChildDone",
     "ChunkFinish",
     "ChunkInput",
     "ChunkResult",
@@ -74,7 +76,6 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobStatus",
-    "LockGrant",
     "LockHolder",
     "LockRelease",
     "LockReply",
@@ -82,6 +83,7 @@ __all__ = [
     "LockSpec",
     "LockState",
     "LockStatus",
+    "ParentLink",
     "Plan",
     "Progress",
     "Reason",
@@ -137,6 +139,8 @@ MAX_ATTEMPTS = 100
 """Attempts of one job (and of one rollback): at ~11 history events an attempt, a job's worst
 case stays far below the history limit."""
 MAX_GROUP_ATTEMPTS = 10
+# How deep actions may call actions (a run, its child, the child's child, ...).
+MAX_CHILD_DEPTH = 5
 """Attempts of one group."""
 HISTORY_HALT_EVENTS = 51_200 * 8 // 10
 """A run halts (and rolls back) when its history reaches this many events: 80% of Temporal's
@@ -273,7 +277,7 @@ class RetrySpec(_Compact):
 
 # Kinds run by the execute/rollback activities, and kinds the workflow itself carries out.
 ACTIVITY_KINDS = ("python", "shell", "http", "noop", "fail")
-WORKFLOW_KINDS = ("sleep", "approval")
+WORKFLOW_KINDS = ("sleep", "approval", "action")
 JOB_KINDS = ACTIVITY_KINDS + WORKFLOW_KINDS
 
 
@@ -430,6 +434,16 @@ def _check_scope(jobs: list[JobSpec], where: str) -> None:
         if job.rollback is not None and job.rollback.kind in WORKFLOW_KINDS:
             kind = job.rollback.kind
             raise ValueError(f"job {job.name!r}: a rollback cannot be of kind {kind!r}")
+        if job.execute is not None and job.execute.kind == "action":
+            if job.rollback is not None:
+                raise ValueError(
+                    f"job {job.name!r}: an action job takes no rollback: its child run undoes "
+                    "its own jobs"
+                )
+            if job.retry.max_attempts > 1:
+                raise ValueError(
+                    f"job {job.name!r}: an action job runs once: retry inside the action it calls"
+                )
         if job.jobs is not None:
             if not job.jobs:
                 raise ValueError(f"group {job.name!r} has no jobs")
@@ -472,12 +486,23 @@ def find_cycle(after: dict[str, list[str]]) -> list[str]:
     return []
 
 
+class ParentLink(_Model):
+    """A child run's parent: the run, the job that started it, the top of the family (its
+    locks are re-entrant for the child) and how deep the child is."""
+
+    run_id: str
+    job: str
+    owner: str
+    depth: int = Field(default=1, ge=1)
+
+
 class RunOptions(_Model):
-    """Per-run options given at submit time."""
+    """Per-run options given at submit time (``parent`` only by a parent run)."""
 
     timeout: Duration | None = None
     retry_of: str | None = None
     reuse_outputs: dict[str, Any] = Field(default_factory=dict)
+    parent: ParentLink | None = None
 
 
 class RunInput(_Model):
@@ -647,6 +672,7 @@ class RunStatus(_Model):
     progress: Progress = Field(default_factory=Progress)
     error: ErrorInfo | None = None
     ui_url: str | None = None
+    parent: str | None = None
     locks: list[LockStatus] = Field(default_factory=list)
     jobs: list[JobStatus] = Field(default_factory=list)
 
@@ -695,6 +721,15 @@ class ChunkSummary(_Compact):
     error: ErrorInfo | None = None
 
 
+class ChildDone(_Compact):
+    """Signal from a child run to its parent: its jobs completed, with these outputs; it waits
+    for the parent's ``sternway.finish`` (undo them, or end)."""
+
+    job: str
+    run_id: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
 class ChunkFinish(_Compact):
     """The parent's last word to a chunk: undo its items, or just end."""
 
@@ -723,27 +758,23 @@ class LockRequest(_Compact):
 
 
 class LockReply(_Model):
-    """What a lock answers a request: granted now, queued (and behind whom), or refused
-    (``mode: skip`` on a busy key)."""
+    """A lock's answer to a run (the ``sternway.lock_reply`` signal): the key is granted,
+    the run is queued (behind ``holders``), or refused (``mode: skip`` on a busy key). A grant
+    that follows a queue carries in ``note`` what freed the key when that was not a plain
+    release (an ``unlock``, a holder that was terminated)."""
 
+    key: str
     granted: bool = False
     queued: bool = False
     holders: list[str] = Field(default_factory=list)
     position: int = 0
+    note: str | None = None
 
 
 class LockRelease(_Model):
     """Payload of a lock's ``release`` signal: the run no longer holds or waits for the key."""
 
     run_id: str
-
-
-class LockGrant(_Model):
-    """The signal a lock sends a queued run when its turn comes; ``note`` says what freed it
-    when that was not a plain release (an ``unlock``, a holder that was terminated)."""
-
-    key: str
-    note: str | None = None
 
 
 class LockHolder(_Model):

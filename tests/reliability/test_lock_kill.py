@@ -19,7 +19,9 @@ from tests.reliability.test_server_kill import final_status, kill9
 
 
 def _waiting(status: RunStatus) -> bool:
-    return bool(status.locks) and status.locks[0].state == "waiting"
+    return (
+        bool(status.locks) and status.locks[0].state == "waiting" and bool(status.locks[0].holders)
+    )
 
 
 @pytest.mark.timeout(300)

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import to_jsonable_python
 
-from sternway.workflows._actions import Action
+from sternway.workflows._actions import Action, called_actions
 from sternway.workflows._expr import (
     _WHOLE,
     ROOTS,
@@ -234,7 +234,10 @@ class Compiler:
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise self.plan_error(err) from None
-        return Action.from_plan(plan, args_model=args_model, static=static, source=source)
+        action = Action.from_plan(plan, args_model=args_model, static=static, source=source)
+        if book.name in called_actions(plan.jobs):
+            raise Invalid(("jobs",), f"action {book.name!r} calls itself: its runs would never end")
+        return action
 
     def locks(self, locks: list[LockFormat]) -> list[LockSpec]:
         """The runbook's ``locks``: keys that read args only (they are taken before any job

@@ -8,7 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from sternway.workflows._argv import argv_text
-from sternway.workflows._kind_params import KIND_PARAMS, check_params, python_function
+from sternway.workflows._kind_params import (
+    KIND_PARAMS,
+    action_call,
+    check_params,
+    python_function,
+)
 from sternway.workflows._runbook._format import seconds
 from sternway.workflows._runbook._messages import FieldPath, Invalid, kind_of, short
 from sternway.workflows._suggest import did_you_mean
@@ -244,6 +249,16 @@ class CallParams:
         if "on_timeout" in self.params and "timeout" not in self.params:
             raise self.fail("on_timeout", "needs a timeout")
         self.boolean("require_token")
+
+    def _action(self) -> None:
+        if "action" not in self.params:
+            raise self.fail(None, "an action job needs action: the name of the action to run")
+        name = self.params.get("action")
+        if not _is_expr(name):
+            self.run_rule(action_call, {"action": name})
+        args = self.literal("args")
+        if args is not None and not isinstance(args, dict):
+            raise self.fail("args", "must be a mapping of the action's args")
 
     def _python(self) -> None:
         function = self.params.get("function")
