@@ -744,7 +744,7 @@ class ChunkResult(_Compact):
 
 
 class LockRequest(_Compact):
-    """A run asks a lock for its key (the ``acquire`` update of the lock workflow).
+    """A run asks a lock for its key (the ``acquire`` signal of the lock workflow).
 
     ``owner`` is the run at the top of a family of runs (a run and the child runs it starts):
     a key one of them holds is granted to the others at once.
