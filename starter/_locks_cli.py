@@ -39,7 +39,8 @@ async def locks_command(session: Session, as_json: bool) -> int:
             min(h.since for h in state.holders).strftime("%Y-%m-%d %H:%M:%S")
             if state.holders
             else "",
-            ", ".join(w.run_id for w in state.waiters) or "-",
+            ", ".join(w.run_id for w in state.waiters)
+            or (state.history[-1] if not state.holders and state.history else "-"),
         )
     session.out.print(table)
     return 0

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sternway.workflows._lock import lock_id
-from sternway.workflows._protocol import LOCK_WORKFLOW, Handler
+from sternway.workflows._protocol import LOCK_ID_PREFIX, LOCK_WORKFLOW, Handler
 from sternway.workflows.errors import ArgsError, CommandRefused, RunNotFound
 from sternway.workflows.models import LOCK_KEY, LockState, UnlockCommand
 
 __all__ = ["check_lock_key", "list_locks", "unlock"]
+
+# A lock whose task queue has no worker cannot answer: `locks` says so instead of hanging.
+_QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 def check_lock_key(key: str) -> str:
@@ -37,17 +41,23 @@ async def list_locks(client: Client, limit: int = 1000) -> list[LockState]:
     async def state(workflow_id: str) -> LockState | None:
         try:
             found: LockState = await client.get_workflow_handle(workflow_id).query(
-                Handler.LOCK_STATE, result_type=LockState
+                Handler.LOCK_STATE, result_type=LockState, rpc_timeout=_QUERY_TIMEOUT
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return None  # it ended since it was listed
-            raise
+            # No worker of its task queue answers: the lock is there, its holders unknown.
+            key = workflow_id.removeprefix(LOCK_ID_PREFIX)
+            return LockState(key=key, history=[f"state unknown: {err.message}"])
         return found
 
     states = await asyncio.gather(*(state(i) for i in ids))
-    busy = [s for s in states if s is not None and (s.holders or s.waiters)]
-    return sorted(busy, key=lambda s: s.key)
+    shown = [s for s in states if s is not None and (s.holders or s.waiters or _unknown(s))]
+    return sorted(shown, key=lambda s: s.key)
+
+
+def _unknown(state: LockState) -> bool:
+    return bool(state.history) and state.history[-1].startswith("state unknown: ")
 
 
 async def unlock(client: Client, key: str, reason: str, by: str | None = None) -> str:

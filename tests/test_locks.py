@@ -64,7 +64,7 @@ async def test_a_second_run_on_the_key_waits_until_the_first_ends_then_runs(
     client: Client, task_queue: str, tmp_path: Path
 ) -> None:
     key, log = _key(), tmp_path / "spans.log"
-    first = await _submit(client, task_queue, "lock-one", log, key=key, hold=2.0)
+    first = await _submit(client, task_queue, "lock-one", log, key=key, hold=15.0)
     await wait_for(first, lambda s: s.state == RunState.RUNNING)
     second = await _submit(client, task_queue, "lock-one", log, key=key, hold=0.1)
     waiting = await wait_for(second, lambda s: _queued(s, f"t/{key}"))

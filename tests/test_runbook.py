@@ -189,7 +189,7 @@ INVALID = [
                 run: shel
         """,
         "7 jobs[0].jobs[1].run: unknown job kind 'shel'; did you mean 'shell'? "
-        "(known: python, shell, http, noop, fail, sleep, approval)",
+        "(known: python, shell, http, noop, fail, sleep, approval, action)",
     ),
     (
         """

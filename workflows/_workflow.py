@@ -1752,7 +1752,7 @@ def _child_error(child_id: str, err: ChildWorkflowError) -> ErrorInfo:
             reason = Reason(inner.get("reason", Reason.ERROR))
         except ValueError:
             reason = Reason.ERROR
-        broken = cause.type == "RollbackFailed"
+        broken = cause.type == ErrorType.ROLLBACK_FAILED
         return ErrorInfo(
             reason=reason,
             type=ErrorType.ROLLBACK_FAILED if broken else ErrorType.CHILD_FAILED,
