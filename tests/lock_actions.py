@@ -9,7 +9,6 @@ The one job of each writes ``begin <run id> <monotonic time>`` when it starts an
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from pydantic import BaseModel
 from sternway.activities import JobContext, RollbackContext
 from sternway.workflows._actions import Action, Job, Retry
 from sternway.workflows.errors import JobError
+from tests.reliability.actions import append
 
 __all__ = ["ACTIONS", "LockArgs", "intervals"]
 
@@ -33,20 +33,12 @@ class LockArgs(BaseModel):
     rollback_fails: bool = False
 
 
-def _append(path: str, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
-
-
 async def hold(ctx: JobContext) -> dict[str, Any]:
     """Work for ``hold`` seconds between a begin and an end line."""
     args: LockArgs = ctx.args
-    _append(args.log, f"begin {ctx.run_id} {time.monotonic()}")
+    append(args.log, f"begin {ctx.run_id} {time.monotonic()}")
     await asyncio.sleep(args.hold)
-    _append(args.log, f"end {ctx.run_id} {time.monotonic()}")
+    append(args.log, f"end {ctx.run_id} {time.monotonic()}")
     if args.fail:
         raise JobError("the job fails, as asked", type="Asked", non_retryable=True)
     return {"held": args.key}

@@ -124,7 +124,7 @@ async def test_a_failure_after_the_child_undoes_the_parent_job_then_the_child_th
     ]  # fmt: skip
     call = final.job("call")
     assert call.state == "ROLLED_BACK" and call.detail == f"child run {handle.run_id}/call"
-    assert call.output == {"c1": None, "c2": None} or set(call.output or {}) == {"c1", "c2"}
+    assert set(call.output or {}) == {"c1", "c2"}  # the outputs of the child's jobs
     child = await RunHandle(client, f"{handle.run_id}/call").status()
     assert child.state == RunState.STOPPED and child.parent == handle.run_id
     assert [j.state for j in child.jobs] == ["ROLLED_BACK", "ROLLED_BACK"]

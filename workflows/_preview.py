@@ -28,7 +28,7 @@ from sternway.workflows.models import (
     LockSpec,
     Plan,
     RunStatus,
-    holds_secret,
+    item_keys,
     parse_duration,
     secret_values,
 )
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["RUN_TIME", "PlanView", "PlannedJob", "graph_text", "plan_graph", "preview", "run_graph"]
 
 RUN_TIME = "run time"
-_ITEM_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:@-")
 
 
 class PlannedEach(BaseModel):
@@ -91,19 +90,6 @@ def _kind(spec: JobSpec) -> str:
     if spec.jobs is not None:
         return "group"
     return spec.execute.kind if spec.execute is not None else "python"
-
-
-def _item_keys(items: list[Any], secrets: list[str]) -> list[str]:
-    """The interpreter's instance keys: the items themselves, or their indexes when any is not
-    a short plain name, repeats, or holds a secret."""
-    keys = [str(i) for i in items]
-    if (
-        len(set(keys)) != len(keys)
-        or not all(0 < len(k) <= 40 and set(k) <= _ITEM_KEY_CHARS for k in keys)
-        or any(holds_secret(k, secrets) for k in keys)
-    ):
-        keys = [str(i) for i in range(len(items))]
-    return keys
 
 
 class _Builder:
@@ -189,7 +175,7 @@ class _Builder:
             keyed: list[tuple[str, Any]] = [("*", _UNKNOWN)]
         else:
             entry.each = PlannedEach(as_=each.as_, items=len(items), concurrency=each.concurrency)
-            keyed = list(zip(_item_keys(items, self.secrets), items, strict=True))
+            keyed = list(zip(item_keys(items, self.secrets), items, strict=True))
         ends: set[str] = set()
         end_level = level
         for key, item in keyed:

@@ -18,7 +18,6 @@ rolled back, one at a time, newest start first, in a task no cancellation reache
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,7 +96,7 @@ with workflow.unsafe.imports_passed_through():
         StopCommand,
         SuspendCommand,
         bounded_status,
-        holds_secret,
+        item_keys,
         masked_status,
         parse_duration,
         secret_values,
@@ -117,7 +116,6 @@ _INFRA_WAIT = timedelta(seconds=1)
 # such a re-run was a new attempt.
 _REDELIVERY_PATCH = "redeliver-lost-attempts"
 _DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
-_ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,40}$")
 _TEMPORAL_CANCEL = "cancel requested through Temporal"
 # An each over more than each.chunk_size items runs in child workflows of that many items, this
 # many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
@@ -486,15 +484,7 @@ class _Interpreter:
         if not isinstance(items, list):
             raise ExpressionError(f"each.items of {name!r} is not a list: {items!r}")
         entry.state, entry.started_at = JobState.RUNNING, workflow.now()
-        keys = [str(i) for i in items]
-        # A key is in activity ids, history and the UI, which no masking reaches: an item that
-        # holds a secret (or a slice of one) makes every instance go by its index.
-        if (
-            len(set(keys)) != len(keys)
-            or not all(_ITEM_KEY.match(k) for k in keys)
-            or any(holds_secret(key, self._secrets) for key in keys)
-        ):
-            keys = [str(i) for i in range(len(items))]
+        keys = item_keys(items, self._secrets)
         if self._chunk is not None and name == self._chunk.prefix + self._chunk.job.name:
             keys = self._chunk.keys
         elif len(items) > each.chunk_size:

@@ -105,6 +105,7 @@ __all__ = [
     "clip_masked",
     "find_cycle",
     "holds_secret",
+    "item_keys",
     "mask_fragments",
     "mask_secrets",
     "masked_status",
@@ -903,6 +904,23 @@ def mask_fragments(text: str, secrets: Sequence[str], *, start: bool, end: bool)
                     text = text[: len(text) - size] + MASK
                     break
     return text
+
+
+_ITEM_KEY = re.compile(r"^[A-Za-z0-9_.:@-]{1,40}$")
+
+
+def item_keys(items: Sequence[Any], secrets: Sequence[str]) -> list[str]:
+    """The keys of an ``each``'s instances (``job[key]``): the items themselves, or their
+    indexes when any is not a short plain name, repeats, or holds a secret. A key is in activity
+    ids, history and the UI, which no masking reaches."""
+    keys = [str(i) for i in items]
+    if (
+        len(set(keys)) != len(keys)
+        or not all(_ITEM_KEY.match(k) for k in keys)
+        or any(holds_secret(key, secrets) for key in keys)
+    ):
+        keys = [str(i) for i in range(len(items))]
+    return keys
 
 
 def holds_secret(text: str, secrets: Sequence[str]) -> bool:
