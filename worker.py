@@ -41,7 +41,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sternway.activities import JobActivities
-from sternway.activities._locks import acquire_lock, inspect_runs
+from sternway.activities._locks import acquire_lock, inspect_runs, release_locks
 from sternway.activities.site import deploy_site
 from sternway.workflows import ActionWorkflow, ChunkWorkflow
 from sternway.workflows._actions import Action, Registry
@@ -340,6 +340,7 @@ def create_worker(
             CatalogActivity(registry).catalog,
             acquire_lock,
             inspect_runs,
+            release_locks,
         ],
         workflow_runner=workflow_runner(sandbox),
         max_heartbeat_throttle_interval=heartbeat_throttle,

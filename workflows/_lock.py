@@ -1,19 +1,22 @@
 """Locks: one run at a time per target (DESIGN.md, "Locks").
 
 A key is one workflow of type ``sternway.lock`` (id ``sternway/lock/<key>``), so a lock is
-Temporal state: it survives worker and server restarts and serves any number of workers. Runs
-ask for a key with the ``acquire`` signal, sent with signal-with-start by a local activity
-(``sternway.lock.acquire``); the lock answers with the ``sternway.lock_reply`` signal (granted,
-queued or refused), and signals a queued run again when its turn comes (FIFO). No workflow task
+Temporal state: it survives worker and server restarts and serves any number of workers. A run
+takes a free key by starting its lock with itself as the holder, from a local activity
+(``sternway.lock.acquire``): one call to the server. When the lock already runs, the activity
+asks it with the ``acquire`` signal (signal-with-start); the lock answers with the
+``sternway.lock_reply`` signal (granted, queued or refused), and signals a queued run again when
+its turn comes (FIFO). No workflow task
 waits on another's: a worker whose slots all held runs waiting for answers would starve the
-locks that give them. A run gives a key back, or leaves its queue, with the ``release`` signal.
+locks that give them. A run gives a key back, or leaves its queue, with the ``release`` signal, sent
+by a local activity (``sternway.lock.release``) in its last workflow task.
 
 ``limit`` holders at once make a key a semaphore. A key is re-entrant for a family of runs: a
 request whose ``owner`` already holds it is granted at once. A lock with waiters checks, with
 ``sternway.lock.inspect``, that its holders still run: a holder that was terminated (or ended
 without releasing) loses the key, which is logged in the lock's history; one that ended
 ROLLBACK_FAILED keeps it until ``sternway unlock KEY --reason`` (the ``unlock`` update). A lock
-nobody holds or waits for ends after a minute; a busy one continues as new to stay small.
+nobody holds or waits for ends at once; a busy one continues as new to stay small.
 
 A run takes its keys one at a time in the order of the keys (the resolved plan sorts them), so
 two runs never each hold a key the other waits for: no deadlock, whatever the runbooks.
@@ -62,8 +65,6 @@ __all__ = ["LockWorkflow", "lock_id", "resolve_locks"]
 # changes (a ROLLBACK_FAILED holder may keep its key for days).
 _CHECK_FIRST = 2.0
 _CHECK_MAX = 300.0
-# A lock nobody holds or waits for ends after this (a new request starts it again).
-_IDLE = timedelta(seconds=60)
 # A lock continues as new past this many events; its history keeps this many entries.
 _CONTINUE_AT = 2_000
 _KEPT_HISTORY = 50
@@ -117,16 +118,21 @@ class LockWorkflow:
     async def run(self, state: LockState) -> None:
         """Serve the key until nobody holds or waits for it for a while."""
         check = _CHECK_FIRST
+        if workflow.info().continued_run_id is None:
+            for holder in self._state.holders:  # taken by starting the lock
+                self._log(f"granted to {holder.run_id}")
         while True:
             tick = self._tick
             await self._tell()
             if self._tick != tick:
                 continue
             if not self._state.holders and not self._state.waiters:
-                if not await self._changes(tick, _IDLE.total_seconds()):
-                    await workflow.wait_condition(workflow.all_handlers_finished)
-                    if not self._state.holders and not self._state.waiters and not self._to_tell:
-                        return
+                # Nobody holds or waits: end now, so that the next run takes the key by
+                # starting the lock (one call) rather than by asking it (two workflow tasks).
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._state.holders and not self._state.waiters and not self._to_tell:
+                    return
+                continue
             elif self._state.waiters:
                 if await self._changes(tick, check):
                     check = _CHECK_FIRST

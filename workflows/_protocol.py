@@ -25,6 +25,7 @@ __all__ = [
     "LOCK_ACQUIRE",
     "LOCK_ID_PREFIX",
     "LOCK_INSPECT",
+    "LOCK_RELEASE",
     "LOCK_WORKFLOW",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
@@ -50,6 +51,8 @@ LOCK_ACQUIRE: Final = "sternway.lock.acquire"
 """The local activity a run asks a lock for its key with (signal-with-start)."""
 LOCK_INSPECT: Final = "sternway.lock.inspect"
 """The activity a lock checks whether its holders and waiters still run with."""
+LOCK_RELEASE: Final = "sternway.lock.release"
+"""The local activity a run gives its keys back with, in its last workflow task."""
 
 # ----------------------------------------------------------------------- search attributes
 

@@ -12,8 +12,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from sternway.workflows._lock import lock_id
-    from sternway.workflows._protocol import LOCK_ACQUIRE, ErrorType, Handler, Reason
+    from sternway.workflows._protocol import LOCK_ACQUIRE, LOCK_RELEASE, ErrorType, Reason
     from sternway.workflows.models import (
         ErrorInfo,
         LockRelease,
@@ -68,7 +67,7 @@ class RunLocks:
             # happens next.
             entry.state = WAITING
             try:
-                await workflow.execute_local_activity(
+                taken = await workflow.execute_local_activity(
                     LOCK_ACQUIRE,
                     LockRequest(
                         key=spec.key,
@@ -79,6 +78,7 @@ class RunLocks:
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=_ACQUIRE_RETRY,
+                    result_type=bool,
                     summary=f"lock {spec.key}",
                 )
             except (ActivityError, ApplicationError) as err:
@@ -87,6 +87,9 @@ class RunLocks:
                     raise asyncio.CancelledError() from None  # a Temporal cancel of the run
                 message = getattr(cause, "message", None) or str(cause or err)
                 return ErrorInfo(type=ErrorType.LOCK_REFUSED, message=message), False
+            if taken:
+                entry.state = HELD
+                continue
             show()
             asked = workflow.now()
             try:
@@ -141,18 +144,23 @@ class RunLocks:
     async def release(self, keep: bool) -> None:
         """Give back every key the run holds or asked for; ``keep`` (ROLLBACK_FAILED) keeps the
         held ones until ``sternway unlock``."""
+        keys = []
         for entry in reversed(self.status):
             if entry.state == HELD and keep:
                 entry.state = KEPT
-                continue
-            if entry.state not in (HELD, WAITING):
-                continue
-            entry.state = RELEASED
-            handle = workflow.get_external_workflow_handle(lock_id(entry.key))
-            try:
-                await handle.signal(Handler.RELEASE, LockRelease(run_id=self.run_id))
-            except workflow.NondeterminismError:
-                raise
-            except Exception as err:
-                # The lock was terminated by hand: there is nothing left to give back.
-                workflow.logger.warning("lock %s: cannot release: %s", entry.key, err)
+            elif entry.state in (HELD, WAITING):
+                entry.state = RELEASED
+                keys.append(entry.key)
+        if not keys:
+            return
+        try:
+            await workflow.execute_local_activity(
+                LOCK_RELEASE,
+                args=[LockRelease(run_id=self.run_id), keys],
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_ACQUIRE_RETRY,
+                summary=f"release {', '.join(keys)}",
+            )
+        except (ActivityError, ApplicationError) as err:
+            # A lock that cannot be told learns it when it checks its holders.
+            workflow.logger.warning("cannot release %s: %s", ", ".join(keys), err)
