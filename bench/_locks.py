@@ -2,8 +2,9 @@
 
 Both sides are Sternway runs of one no-op job with the same args; one side's action locks
 ``bench/<key>``. The bare SDK has no locks to compare with: the baseline is the same run without
-one, and the added time is also given in round trips to the server (the p50 of a
-``DescribeNamespace`` call, measured alongside).
+one, and the added time is also given in round trips to the server, measured alongside: a read
+(the p50 of a ``DescribeNamespace`` call) and a write (a signal, which the server persists).
+Taking a free key is one write (the run starts the key's lock) and giving it back is another.
 """
 
 from __future__ import annotations
@@ -27,6 +28,23 @@ def _to_first_job(status: dict[str, Any]) -> float:
     created = datetime.fromisoformat(status["created_at"])
     first = datetime.fromisoformat(status["jobs"][0]["started_at"])
     return (first - created).total_seconds() * 1000
+
+
+async def _signal_round_trips(bench: Bench, samples: int) -> list[float]:
+    """Milliseconds of each of ``samples`` signals to a workflow that no worker polls for: a
+    call the server must persist, as taking and giving back a key are."""
+    handle = await bench.sw_client.start_workflow(
+        "bench.round-trip", id=f"bench-round-trip-{uuid.uuid4().hex[:8]}", task_queue="bench-none"
+    )
+    trips = []
+    try:
+        for _ in range(samples):
+            started = time.perf_counter()
+            await handle.signal("ping")
+            trips.append((time.perf_counter() - started) * 1000)
+    finally:
+        await handle.terminate("round trips measured")
+    return trips
 
 
 async def locks(bench: Bench, size: str, rounds: int | None) -> Result:
@@ -59,8 +77,9 @@ async def locks(bench: Bench, size: str, rounds: int | None) -> Result:
             DescribeNamespaceRequest(namespace=bench.sw_client.namespace)
         )
         trips.append((time.perf_counter() - started) * 1000)
+    writes = await _signal_round_trips(bench, samples)
     added = median(locked) - median(plain)
-    trip = median(trips)
+    trip, write = median(trips), median(writes)
 
     runs, keys, default_rounds = SHARED[size]
 
@@ -89,8 +108,9 @@ async def locks(bench: Bench, size: str, rounds: int | None) -> Result:
                 "ms",
                 median(locked),
                 median(plain),
-                note=f"+{added:.1f} ms = {added / trip:.1f} round trips (DescribeNamespace p50 "
-                f"{trip:.1f} ms; bar: at most 1, {'ok' if added <= trip else 'NOT met'}); "
+                note=f"+{added:.1f} ms = {added / trip:.1f} read round trips (DescribeNamespace "
+                f"p50 {trip:.1f} ms; bar: at most 1, {'ok' if added <= trip else 'NOT met'}) = "
+                f"{added / write:.1f} write round trips (SignalWorkflow p50 {write:.1f} ms); "
                 f"{samples} runs of each side, alternating",
             ),
             Row(
@@ -114,6 +134,7 @@ async def locks(bench: Bench, size: str, rounds: int | None) -> Result:
             "locked_ms": locked,
             "plain_ms": plain,
             "round_trip_ms": trips,
+            "signal_round_trip_ms": writes,
             "locked_first_job_ms": first_job["locked"],
             "plain_first_job_ms": first_job["plain"],
             "runs": runs,
