@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -94,6 +94,34 @@ async def test_a_second_run_on_the_key_waits_until_the_first_ends_then_runs(
     assert spans[other.run_id][0] < spans[first.run_id][1]  # it overlapped the first
     for handle in (first, second, other):
         assert await workflow_task_failures(client, handle.run_id) == []
+    # A free key is taken by starting its lock: the uncontended run got no answer by signal
+    # and sent none; the waiter was answered twice (queued, then granted).
+    assert await _signals(client, other.run_id) == (0, 0)
+    assert await _signals(client, second.run_id) == (2, 0)
+    # Nobody holds or waits any more: the lock has ended.
+    lock = client.get_workflow_handle(f"sternway/lock/t/{key}")
+    assert await _eventually(lambda: _closed(lock))
+
+
+async def _signals(client: Client, run_id: str) -> tuple[int, int]:
+    """Signals a run received, and signals it sent itself, by its history."""
+    received = sent = 0
+    async for event in client.get_workflow_handle(run_id).fetch_history_events():
+        received += event.HasField("workflow_execution_signaled_event_attributes")
+        sent += event.HasField("signal_external_workflow_execution_initiated_event_attributes")
+    return received, sent
+
+
+async def _closed(handle: Any) -> bool:
+    return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+
+async def _eventually(check: Any, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.1)):
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
 
 
 async def test_a_limit_2_key_never_has_three_holders(
