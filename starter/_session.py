@@ -18,6 +18,7 @@ from temporalio.runtime import Runtime
 
 from sternway import _connect
 from sternway.codec import CodecError
+from sternway.workflows._protocol import DEFAULT_TASK_QUEUE
 from sternway.workflows.errors import (
     ArgsError,
     CommandRefused,
@@ -26,7 +27,6 @@ from sternway.workflows.errors import (
     SpecError,
     SternwayError,
 )
-from sternway.workflows.models import DEFAULT_TASK_QUEUE, parse_duration
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -124,6 +124,8 @@ def duration_option(value: str | None, option: str) -> timedelta | None:
     """The duration an option gives (``30s``, ``1h``), or None; :class:`ArgsError` if bad."""
     if value is None:
         return None
+    from sternway.workflows.models import parse_duration  # pydantic: only when it is needed
+
     try:
         return timedelta(seconds=parse_duration(value))
     except ValueError as err:

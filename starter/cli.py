@@ -48,26 +48,21 @@ from sternway.starter._session import (
     exit_code,
     is_runbook_path,
 )
+from sternway.workflows._protocol import SANDBOX_MODES, TERMINAL_RUN_STATES, RunState
 from sternway.workflows.errors import (
     ArgsError,
     SpecError,
     SternwayError,
 )
-from sternway.workflows.models import (
-    SANDBOX_MODES,
-    TERMINAL_RUN_STATES,
-    CommandResult,
-    RunState,
-    RunStatus,
-    parse_duration,
-)
 
 if TYPE_CHECKING:
     from sternway.workflows._actions import Action
     from sternway.workflows._catalog import ServedAction
+    from sternway.workflows.models import CommandResult, RunStatus
 
-# Imports that only some commands need (rich, yaml, the registry of actions and the worker) are
-# made inside them: `sternway status` and `list` start about as fast as a bare temporalio client.
+# Imports that only some commands need (pydantic and the models, rich, yaml, the registry of
+# actions and the worker) are made inside them: `sternway status --json` and `list` import
+# none of them, and start about as fast as a bare temporalio client (bench/_cli.py).
 
 __all__ = ["cli", "main", "run"]
 
@@ -135,6 +130,8 @@ def _time_arg(value: str | None, option: str) -> datetime | None:
     """``--since 2h`` (that long ago) or an ISO 8601 time."""
     if value is None:
         return None
+    from sternway.workflows.models import parse_duration
+
     try:
         return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
     except ValueError:
@@ -416,6 +413,8 @@ async def _status_json_with_details(handle: RunHandle) -> dict[str, Any]:
 
 
 async def _status_with_details(handle: RunHandle) -> RunStatus:
+    from sternway.workflows.models import RunStatus
+
     return RunStatus.model_validate(await _status_json_with_details(handle))
 
 
@@ -431,6 +430,7 @@ async def status(session: Session, run_id: str, as_json: bool) -> int:
         session.print_json(current)
     else:
         from sternway.starter._render import status_view
+        from sternway.workflows.models import RunStatus
 
         session.show(status_view(RunStatus.model_validate(current)))
     return 0
@@ -653,7 +653,7 @@ async def list_command(
     encoded = base64.urlsafe_b64encode(next_token).decode() if next_token else None
     if as_json:
         session.print_json(
-            {"runs": [r.model_dump(mode="json") for r in runs], "next_page_token": encoded},
+            {"runs": [r.to_json() for r in runs], "next_page_token": encoded},
         )
         return 0
     from rich.table import Table

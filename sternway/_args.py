@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sternway.workflows.errors import ArgsError
-from sternway.workflows.models import args_refusal
 
 if TYPE_CHECKING:
     from sternway.workflows._actions import Action
@@ -147,6 +146,8 @@ def parse_args(action: Action, pairs: Sequence[str], args_file: str | None) -> d
         known = ", ".join(properties) or "none"
         raise ArgsError(f"unknown arg {unknown[0]!r} for action {action.name!r} (args: {known})")
     action.resolve(args)  # the args and what they decide before a run starts (lock keys)
+    from sternway.workflows.models import args_refusal  # pydantic: off `status`'s start-up
+
     refusal = args_refusal(args)  # over the size budget: refused here, nothing starts
     if refusal:
         raise ArgsError(refusal)

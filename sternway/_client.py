@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -11,8 +12,6 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic_core import to_jsonable_python
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -34,28 +33,22 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sternway.workflows._protocol import (
+    DEFAULT_TASK_QUEUE,
     SEARCH_ATTRIBUTE_REQUESTOR,
     SEARCH_ATTRIBUTE_STATE,
+    TERMINAL_RUN_STATES,
     ErrorType,
     Handler,
+    JobState,
+    RunState,
 )
 from sternway.workflows.errors import ArgsError, CommandRefused, RunNotFound
-from sternway.workflows.models import (
-    DEFAULT_TASK_QUEUE,
-    TERMINAL_RUN_STATES,
-    CommandResult,
-    JobState,
-    RunInput,
-    RunOptions,
-    RunState,
-    RunStatus,
-    StopCommand,
-    SuspendCommand,
-    args_refusal,
-)
 
+# The models (and pydantic) are imported by the calls that use them: `sternway status --json`
+# and `list` need neither, and importing pydantic costs a fresh process a fifth of its time.
 if TYPE_CHECKING:
     from sternway.workflows._actions import Registry
+    from sternway.workflows.models import CommandResult, RunInput, RunOptions, RunStatus
 
 __all__ = [
     "RunHandle",
@@ -144,6 +137,8 @@ class RunHandle:
 
     async def status(self) -> RunStatus:
         """The run's status (running or closed). Raises :class:`RunNotFound`."""
+        from sternway.workflows.models import RunStatus
+
         return RunStatus.model_validate(await self.status_json())
 
     async def status_json(self) -> dict[str, Any]:
@@ -170,6 +165,8 @@ class RunHandle:
 
     async def _final_status(self) -> RunStatus | None:
         """A closed run's status from its result, for when no worker can answer the query."""
+        from sternway.workflows.models import RunStatus
+
         description = await self._handle.describe()
         if description.status == WorkflowExecutionStatus.COMPLETED:
             return RunStatus.model_validate(await self._handle.result())
@@ -207,6 +204,8 @@ class RunHandle:
 
     async def run_input(self) -> RunInput:
         """The input the run was started with (args unmasked), from its first history event."""
+        from sternway.workflows.models import RunInput
+
         with self._existing():
             async for event in self._handle.fetch_history_events():
                 payloads = event.workflow_execution_started_event_attributes.input.payloads
@@ -222,10 +221,14 @@ class RunHandle:
 
     async def stop(self, *, rollback: bool = True, reason: str = "") -> CommandResult:
         """Stop the run, rolling back its started jobs unless ``rollback`` is false."""
+        from sternway.workflows.models import StopCommand
+
         return await self._command(Handler.STOP, StopCommand(rollback=rollback, reason=reason))
 
     async def suspend(self, *, now: bool = False) -> CommandResult:
         """Start no new jobs; ``now`` also cancels running jobs, which re-run on resume."""
+        from sternway.workflows.models import SuspendCommand
+
         return await self._command(Handler.SUSPEND, SuspendCommand(now=now))
 
     async def resume(self) -> CommandResult:
@@ -249,6 +252,8 @@ class RunHandle:
         )
 
     async def _command(self, name: str, payload: Any) -> CommandResult:
+        from sternway.workflows.models import CommandResult
+
         try:
             result: CommandResult = await self._handle.execute_update(
                 name, payload, result_type=CommandResult
@@ -295,6 +300,8 @@ async def submit(
     ``run_id`` submitting the same action and args twice returns the same run; another action or
     other args under that id are refused (:class:`~workflows.errors.CommandRefused`).
     """
+    from sternway.workflows.models import RunInput, RunOptions, args_refusal
+
     args = dict(args or {})
     explicit_id = run_id is not None
     refusal = args_refusal(args)  # over the size budget: nothing starts
@@ -346,6 +353,8 @@ async def _check_same_run(handle: RunHandle, action: str, args: Mapping[str, Any
     Submitting the same id again is idempotent only for the same request: other args under an
     existing id would otherwise print the old run as if the new request had started it.
     """
+    from pydantic_core import to_jsonable_python
+
     description = await handle._describe()
     if description.workflow_type != action:
         raise CommandRefused(
@@ -402,10 +411,9 @@ async def retry(
     )
 
 
-class RunSummary(BaseModel):
-    """One run in ``list``."""
-
-    model_config = ConfigDict(defer_build=True)
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """One run in ``list``, as visibility knows it."""
 
     run_id: str
     action: str
@@ -414,6 +422,15 @@ class RunSummary(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     ui_url: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as ``sternway list --json`` prints it: times in ISO 8601, UTC as ``Z`` (as
+        the status JSON writes them)."""
+        data = dataclasses.asdict(self)
+        for name in ("started_at", "finished_at"):
+            if data[name] is not None:
+                data[name] = data[name].isoformat().replace("+00:00", "Z")
+        return data
 
 
 _CLOSED_BY_TEMPORAL = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT)

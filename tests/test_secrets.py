@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,11 @@ def test_keys_from_a_file_and_no_key_means_no_encryption(tmp_path: Path) -> None
     assert load_keys({}) is None
     plain = data_converter(None)
     assert isinstance(plain.payload_codec, UnkeyedCodec)
-    assert plain.payload_converter_class is pydantic_data_converter.payload_converter_class
+    # Plain pydantic JSON, the same bytes as temporalio's pydantic converter writes.
+    value = {"when": datetime(2026, 1, 1, tzinfo=UTC), "n": 1}
+    assert plain.payload_converter.to_payloads([value]) == (
+        pydantic_data_converter.payload_converter.to_payloads([value])
+    )
 
 
 async def test_the_codec_server_wants_its_host_and_token_and_gives_any_origin_no_credentials() -> (

@@ -22,16 +22,21 @@ __all__ = [
     "ACTIVITY_ROLLBACK",
     "CATALOG",
     "CHUNK_WORKFLOW",
+    "DEFAULT_TASK_QUEUE",
     "LOCK_ACQUIRE",
     "LOCK_ID_PREFIX",
     "LOCK_INSPECT",
     "LOCK_RELEASE",
     "LOCK_WORKFLOW",
+    "SANDBOX_MODES",
     "SEARCH_ATTRIBUTE_REQUESTOR",
     "SEARCH_ATTRIBUTE_STATE",
+    "TERMINAL_RUN_STATES",
     "ErrorType",
     "Handler",
+    "JobState",
     "Reason",
+    "RunState",
 ]
 
 # ---------------------------------------------------------------- workflow and activity types
@@ -138,3 +143,44 @@ class ErrorType:
     """A key of the run stayed busy longer than its ``timeout``."""
     LOCK_REFUSED: Final = "LockRefused"
     """A lock refused a request or an ``unlock`` (e.g. the holder still runs)."""
+
+
+# ------------------------------------------------------------------------- states and queues
+# Here rather than in models.py so that the CLI's quick commands (status, list) need no pydantic.
+
+DEFAULT_TASK_QUEUE: Final = "sternway"
+# How workers run the interpreter: with no sandbox (the default) or in Temporal's strict one.
+SANDBOX_MODES: Final = ("off", "strict")
+
+
+class RunState(StrEnum):
+    """The state of a run, as shown in status and in the ``SternwayState`` search attribute."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    ROLLING_BACK = "ROLLING_BACK"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+
+
+TERMINAL_RUN_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.STOPPED, RunState.ROLLBACK_FAILED}
+)
+
+
+class JobState(StrEnum):
+    """The state of one job in a run."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"

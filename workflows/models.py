@@ -14,7 +14,6 @@ import re
 import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 from functools import cache, lru_cache
 from typing import Annotated, Any
 
@@ -29,7 +28,15 @@ from pydantic import (
     model_validator,
 )
 
-from sternway.workflows._protocol import ErrorType, Reason
+from sternway.workflows._protocol import (
+    DEFAULT_TASK_QUEUE,
+    SANDBOX_MODES,
+    TERMINAL_RUN_STATES,
+    ErrorType,
+    JobState,
+    Reason,
+    RunState,
+)
 
 __all__ = [
     "ACTIVITY_KINDS",
@@ -114,9 +121,6 @@ __all__ = [
     "truncated",
 ]
 
-DEFAULT_TASK_QUEUE = "sternway"
-# How workers run the interpreter: with no sandbox (the default) or in Temporal's strict one.
-SANDBOX_MODES = ("off", "strict")
 # A job output is kept in history and in every status answer; 256 KiB keeps a run far below
 # Temporal's 2 MiB payload limit even with several large outputs.
 MAX_OUTPUT_BYTES = 256 * 1024
@@ -189,39 +193,6 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 """Seconds, accepted as a number, a timedelta or a string such as ``"1m30s"``."""
-
-
-class RunState(StrEnum):
-    """The state of a run, as shown in status and in the ``SternwayState`` search attribute."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUSPENDED = "SUSPENDED"
-    ROLLING_BACK = "ROLLING_BACK"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    STOPPED = "STOPPED"
-    ROLLBACK_FAILED = "ROLLBACK_FAILED"
-
-
-TERMINAL_RUN_STATES = frozenset(
-    {RunState.COMPLETED, RunState.FAILED, RunState.STOPPED, RunState.ROLLBACK_FAILED}
-)
-
-
-class JobState(StrEnum):
-    """The state of one job in a run."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    WAITING = "WAITING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
-    CANCELLED = "CANCELLED"
-    ROLLING_BACK = "ROLLING_BACK"
-    ROLLED_BACK = "ROLLED_BACK"
-    ROLLBACK_FAILED = "ROLLBACK_FAILED"
 
 
 class _Model(BaseModel):
