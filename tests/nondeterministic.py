@@ -51,12 +51,12 @@ class OldestFirstRollbackWorkflow(ActionWorkflow):
         return await super().run(raw)
 
     async def _rollback_all(self) -> None:
-        self._start_order.reverse()
+        self._ledger.start_order.reverse()
         await super()._rollback_all()
 
 
 def _stamp_with_the_host_clock(run: ActionWorkflow | ChunkWorkflow) -> None:
-    run._status.finished_at = datetime.now(UTC)
+    run._ledger.status.finished_at = datetime.now(UTC)
 
 
 @workflow.defn(dynamic=True)

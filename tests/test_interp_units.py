@@ -1,8 +1,10 @@
 """The interpreter's pure parts, without a server: how a failed attempt is classified, what a
-job fails with when interpreting it raises, and how command inputs are read."""
+job fails with when interpreting it raises, how command inputs are read, and the ledger that
+keeps a run's status."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,12 +27,17 @@ from sternway.workflows._failures import (
     text_refusal,
     too_large,
 )
+from sternway.workflows._ledger import Ledger
 from sternway.workflows.models import (
     MAX_COMMENT_CHARS,
     ApprovalCommand,
     AttemptReport,
     ErrorInfo,
+    JobSpec,
+    JobState,
     Reason,
+    RunState,
+    RunStatus,
     StopCommand,
 )
 
@@ -171,3 +178,85 @@ def test_an_update_with_a_bad_input_is_refused_and_changes_nothing() -> None:
 
 def test_resume_takes_any_object() -> None:
     assert isinstance(command_input("resume", NoInput, [{"anything": 1}], NoInput()), NoInput)
+
+
+class _Clock:
+    """A clock that moves one second each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def _ledger(continuing: frozenset[str] = frozenset()) -> tuple[Ledger, list[str]]:
+    changes: list[str] = []
+    ledger = Ledger(
+        RunStatus(run_id="r", action="a", created_at=datetime(2026, 1, 1, tzinfo=UTC)),
+        clock=_Clock(),
+        changed=lambda: changes.append("changed"),
+        continues_on_error=lambda name: name in continuing,
+    )
+    return ledger, changes
+
+
+def test_the_ledger_lists_pending_jobs_and_logs_each_attempt_and_redelivery() -> None:
+    ledger, changes = _ledger()
+    ledger.add_entries("", [JobSpec(name="build"), JobSpec(name="ship")])
+    assert [j.name for j in ledger.status.jobs] == ["build", "ship"]
+    assert ledger.entry("build") is ledger.jobs["build"]  # asked again: the same entry
+    build = ledger.jobs["build"]
+    first = ledger.begin("build", build)
+    ledger.log_attempt(first, AttemptReport(exit_code=1), JobState.FAILED, ErrorInfo(message="x"))
+    again = ledger.begin("build", build, redelivery=True)  # its worker died: same attempt
+    second = ledger.begin("build", build)
+    ledger.log_attempt(second, AttemptReport(exit_code=0), JobState.COMPLETED, None)
+    ledger.end_job(build, JobState.COMPLETED, None)
+    assert [e.attempt for e in build.log] == [1, 1, 2] and again.attempt == 1
+    assert build.attempts == 2 and first.exit_code == 1 and second.state == JobState.COMPLETED
+    assert build.started_at == first.started_at and build.finished_at is not None
+    assert ledger.start_order == ["build"] and changes == ["changed"]
+    assert ledger.done("build", continue_on_error=False)
+    assert not ledger.done("ship", continue_on_error=False)
+
+
+def test_a_reset_group_is_pending_again_but_keeps_its_attempt_counts() -> None:
+    ledger, _ = _ledger()
+    for name in ("g", "g[a].step", "g.step", "gx"):
+        job = ledger.entry(name)
+        ledger.begin(name, job)
+        ledger.end_job(job, JobState.COMPLETED, None)
+        job.output = {"n": 1}
+    assert sorted(ledger.reset("g")) == ["g", "g.step", "g[a].step"]  # not "gx"
+    step = ledger.jobs["g.step"]
+    assert step.state == JobState.PENDING and step.output is None and step.started_at is None
+    assert step.attempts == 1 and len(step.log) == 1
+    assert ledger.jobs["gx"].state == JobState.COMPLETED
+
+
+def test_progress_counts_skipped_and_continuing_failures_as_done() -> None:
+    ledger, _ = _ledger(continuing=frozenset({"lenient"}))
+    for name, state in (
+        ("ok", JobState.COMPLETED),
+        ("skipped", JobState.SKIPPED),
+        ("lenient", JobState.FAILED),
+        ("strict", JobState.FAILED),
+        ("undone", JobState.ROLLED_BACK),
+    ):
+        ledger.end_job(ledger.entry(name), state, None)
+    progress = ledger.progress()
+    assert (progress.done, progress.total, progress.rolled_back) == (3, 5, 1)
+
+
+def test_the_state_changes_once_and_the_view_masks_secrets_without_touching_the_run() -> None:
+    ledger, _ = _ledger()
+    assert ledger.set_state(RunState.RUNNING) and not ledger.set_state(RunState.RUNNING)
+    ledger.secrets = ["hunter2"]
+    job = ledger.entry("login")
+    ledger.end_job(job, JobState.FAILED, ErrorInfo(message="bad password hunter2"))
+    view = ledger.view()
+    assert view.state == RunState.RUNNING and view.progress.total == 1
+    assert "hunter2" not in view.model_dump_json()
+    assert job.error is not None and "hunter2" in job.error.message  # the run's own state

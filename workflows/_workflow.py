@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         text_refusal,
     )
     from sternway.workflows._kind_params import action_call
+    from sternway.workflows._ledger import DONE_STATES, Ledger
     from sternway.workflows._protocol import (
         ACTIVITY_EXECUTE,
         ACTIVITY_RESOLVE,
@@ -54,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
         Handler,
     )
     from sternway.workflows._run_locks import RunLocks
-    from sternway.workflows._view import undone_view
     from sternway.workflows.models import (
         HISTORY_HALT_BYTES,
         HISTORY_HALT_EVENTS,
@@ -82,7 +82,6 @@ with workflow.unsafe.imports_passed_through():
         LockReply,
         ParentLink,
         Plan,
-        Progress,
         Reason,
         ResolvedRun,
         ResolveInput,
@@ -95,9 +94,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         StopCommand,
         SuspendCommand,
-        bounded_status,
         item_keys,
-        masked_status,
         parse_duration,
         secret_values,
     )
@@ -115,7 +112,6 @@ _INFRA_WAIT = timedelta(seconds=1)
 # attempt (same number, same idempotency key); runs recorded before it replay as they ran, when
 # such a re-run was a new attempt.
 _REDELIVERY_PATCH = "redeliver-lost-attempts"
-_DONE_STATES = frozenset({JobState.COMPLETED, JobState.SKIPPED})
 _TEMPORAL_CANCEL = "cancel requested through Temporal"
 # An each over more than each.chunk_size items runs in child workflows of that many items, this
 # many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
@@ -173,19 +169,22 @@ class _Interpreter:
 
     def __init__(self) -> None:
         info = workflow.info()
-        self._status = RunStatus(
-            run_id=info.workflow_id, action=info.workflow_type, created_at=info.start_time
+        self._ledger = Ledger(
+            RunStatus(
+                run_id=info.workflow_id, action=info.workflow_type, created_at=info.start_time
+            ),
+            clock=workflow.now,
+            changed=self._changed,
+            continues_on_error=lambda name: (
+                name in self._instances and self._instances[name].spec.continue_on_error
+            ),
         )
         self._plan: Plan | None = None
         self._args: dict[str, Any] = {}
-        # Secret arg values: jobs get them, but status (and so the result) never shows them.
-        self._secrets: list[str] = []
         self._requestor: str | None = None
-        self._jobs: dict[str, JobStatus] = {}
         self._instances: dict[str, _Instance] = {}
         self._handles: dict[str, workflow.ActivityHandle[JobResult]] = {}
         self._approvals: dict[str, _Approval] = {}
-        self._start_order: list[str] = []
         self._rollback_data: dict[str, tuple[Any, bool]] = {}
         self._suspended = False
         self._suspended_since: datetime | None = None
@@ -230,14 +229,11 @@ class _Interpreter:
         self._plan = plan
         self._args = resolved.args
         shown = resolved.shown_args()
-        self._secrets = secret_values(resolved.args, shown)
-        self._status.args = shown
+        self._ledger.secrets = secret_values(resolved.args, shown)
+        self._ledger.status.args = shown
         root = _Scope("", plan.jobs, {}, None)
-        self._add_entries(root)
-        for name, output in inp.options.reuse_outputs.items():
-            if name in self._jobs:
-                self._jobs[name].state = JobState.COMPLETED
-                self._jobs[name].output = output
+        self._ledger.add_entries("", plan.jobs)
+        self._ledger.reuse(inp.options.reuse_outputs)
         if "args" not in workflow.memo():
             workflow.upsert_memo({"args": shown, "requestor": inp.requestor})
         return root
@@ -247,7 +243,7 @@ class _Interpreter:
         plan = self._plan
         if plan is None:
             return
-        self._status.started_at = workflow.now()
+        self._ledger.status.started_at = workflow.now()
         self._set_state(RunState.SUSPENDED if self._suspended else RunState.RUNNING)
         timeout = inp.options.timeout if inp.options.timeout is not None else plan.timeout
         if timeout is not None:
@@ -273,7 +269,7 @@ class _Interpreter:
         """The run met an error outside any job: it fails with it, and what runs is awaited so
         that the rollback that follows undoes finished work only."""
         error = error_of(err)
-        workflow.logger.error("run %s halts: %s", self._status.run_id, error.message)
+        workflow.logger.error("run %s halts: %s", self._ledger.status.run_id, error.message)
         if self._root is not None:
             self._fail(self._root, error)
         self._failure = self._failure or error
@@ -350,38 +346,20 @@ class _Interpreter:
 
     # --------------------------------------------------------------------------------- scopes
 
-    def _add_entries(self, scope: _Scope) -> None:
-        """Status entries for a scope's jobs, so pending jobs show too."""
-        for spec in scope.specs:
-            self._entry(scope.prefix + spec.name)
-
-    def _entry(self, name: str) -> JobStatus:
-        job = self._jobs.get(name)
-        if job is None:
-            job = self._jobs[name] = JobStatus(name=name)
-            self._status.jobs.append(job)
-        return job
-
     def _context(self, scope: _Scope, variables: dict[str, Any]) -> dict[str, Any]:
         """What expressions see: args, run, jobs in scope (innermost wins) and ``each`` names."""
         jobs: dict[str, Any] = dict(self._chunk.jobs) if self._chunk is not None else {}
         for outer in scope.chain():
             for spec in outer.specs:
-                entry = self._jobs.get(outer.prefix + spec.name)
+                entry = self._ledger.jobs.get(outer.prefix + spec.name)
                 if entry is not None:
                     jobs[spec.name] = {"output": entry.output, "state": entry.state.value}
         run = {
-            "id": self._status.run_id,
-            "action": self._status.action,
+            "id": self._ledger.status.run_id,
+            "action": self._ledger.status.action,
             "requestor": self._requestor,
         }
         return {**variables, "args": self._args, "run": run, "jobs": jobs}
-
-    def _done(self, name: str, spec: JobSpec) -> bool:
-        job = self._jobs[name]
-        return job.state in _DONE_STATES or (
-            job.state == JobState.FAILED and spec.continue_on_error
-        )
 
     async def _run_scope(self, scope: _Scope) -> None:
         """Start the scope's jobs as their dependencies finish, until all are done or it halts."""
@@ -395,11 +373,12 @@ class _Interpreter:
                     name = scope.prefix + spec.name
                     if (
                         spec.name not in tasks
-                        and self._jobs[name].state == JobState.PENDING
-                        and self._jobs[name].started_at is None
+                        and self._ledger.jobs[name].state == JobState.PENDING
+                        and self._ledger.jobs[name].started_at is None
                         and all(
                             # A chunk's each job runs after jobs of its parent run: done there.
-                            d not in specs or self._done(scope.prefix + d, specs[d])
+                            d not in specs
+                            or self._ledger.done(scope.prefix + d, specs[d].continue_on_error)
                             for d in spec.after
                         )
                     ):
@@ -410,7 +389,10 @@ class _Interpreter:
             # with nothing running the scope is halting, suspended or done.
             if not tasks and (
                 self._scope_halting(scope)
-                or all(self._done(scope.prefix + s.name, s) for s in scope.specs)
+                or all(
+                    self._ledger.done(scope.prefix + s.name, s.continue_on_error)
+                    for s in scope.specs
+                )
             ):
                 return
             seen = self._tick
@@ -439,8 +421,8 @@ class _Interpreter:
             if spec.if_ is not None:
                 condition = render(spec.if_, self._context(scope, scope.variables))
                 if not truthy(condition):
-                    self._end_job(self._jobs[name], JobState.SKIPPED, None)
-                    self._jobs[name].detail = f"skipped: {spec.if_.strip()} is false"
+                    self._ledger.end_job(self._ledger.jobs[name], JobState.SKIPPED, None)
+                    self._ledger.jobs[name].detail = f"skipped: {spec.if_.strip()} is false"
                     return
             if spec.each is not None:
                 await self._run_each(scope, spec, name)
@@ -461,7 +443,7 @@ class _Interpreter:
             raise  # a changed workflow, not an input: Temporal retries the task, as it should
         except Exception as err:
             error = error_of(err).model_copy(update={"job": name})
-            self._end_job(self._entry(name), JobState.FAILED, error)
+            self._ledger.end_job(self._ledger.entry(name), JobState.FAILED, error)
             if error.type == ErrorType.HISTORY_LIMIT and self._root is not None:
                 if self._failure is not None and self._failure.type == error.type:
                     # The run halted for its history as this job met it: the job names the cause.
@@ -479,12 +461,12 @@ class _Interpreter:
         each = spec.each
         if each is None:
             return
-        entry = self._jobs[name]
+        entry = self._ledger.jobs[name]
         items = render(each.items, self._context(scope, scope.variables))
         if not isinstance(items, list):
             raise ExpressionError(f"each.items of {name!r} is not a list: {items!r}")
         entry.state, entry.started_at = JobState.RUNNING, workflow.now()
-        keys = item_keys(items, self._secrets)
+        keys = item_keys(items, self._ledger.secrets)
         if self._chunk is not None and name == self._chunk.prefix + self._chunk.job.name:
             keys = self._chunk.keys
         elif len(items) > each.chunk_size:
@@ -507,7 +489,7 @@ class _Interpreter:
             if self._scope_halting(scope):
                 break
             variables = {**scope.variables, each.as_: item}
-            self._entry(instance)
+            self._ledger.entry(instance)
             work = (
                 self._run_group(scope, spec, instance, variables)
                 if spec.jobs is not None
@@ -521,17 +503,19 @@ class _Interpreter:
             task.add_done_callback(note)
             note()
         await workflow.wait_condition(lambda: not running)
-        states = [self._jobs[n].state for n in names if n in self._jobs]
-        entry.output = [self._jobs[n].output for n in names if n in self._jobs]
+        states = [self._ledger.jobs[n].state for n in names if n in self._ledger.jobs]
+        entry.output = [self._ledger.jobs[n].output for n in names if n in self._ledger.jobs]
         entry.detail = f"{states.count(JobState.COMPLETED)}/{len(names)} items completed"
-        if len(states) == len(names) and all(s in _DONE_STATES for s in states):
-            self._end_job(entry, JobState.COMPLETED, None)
+        if len(states) == len(names) and all(s in DONE_STATES for s in states):
+            self._ledger.end_job(entry, JobState.COMPLETED, None)
         elif self._scope_halting(scope) and scope.failure is None:
-            self._end_job(entry, JobState.CANCELLED, None)
+            self._ledger.end_job(entry, JobState.CANCELLED, None)
         else:
             # Items after a halt never started, and have no entry.
-            failed = next((j.error for n in names if (j := self._jobs.get(n)) and j.error), None)
-            self._end_job(entry, JobState.FAILED, failed)
+            failed = next(
+                (j.error for n in names if (j := self._ledger.jobs.get(n)) and j.error), None
+            )
+            self._ledger.end_job(entry, JobState.FAILED, failed)
 
     async def _run_each_in_chunks(
         self, scope: _Scope, spec: JobSpec, name: str, items: list[Any], keys: list[str]
@@ -545,11 +529,11 @@ class _Interpreter:
         each = spec.each
         if each is None:
             return
-        entry = self._jobs[name]
+        entry = self._ledger.jobs[name]
         size = each.chunk_size
         parallel = min(_FANOUT_PARALLEL, -(-len(items) // size))
         per_chunk = max(1, each.concurrency // parallel)
-        self._start_order.append(name)
+        self._ledger.start_order.append(name)
         self._instances[name] = _Instance(spec, scope, scope.variables)
         started = self._chunks.setdefault(name, [])
         jobs = self._context(scope, scope.variables)["jobs"]
@@ -571,15 +555,15 @@ class _Interpreter:
                     "each": each.model_copy(update={"items": items[part], "concurrency": per_chunk})
                 }
             )
-            chunk_id = f"{self._status.run_id}/{name}/{index}"
+            chunk_id = f"{self._ledger.status.run_id}/{name}/{index}"
             chunk_input = ChunkInput(
-                parent_run_id=self._status.run_id,
-                action=self._status.action,
+                parent_run_id=self._ledger.status.run_id,
+                action=self._ledger.status.action,
                 prefix=scope.prefix,
                 job=chunk_spec,
                 keys=keys[part],
                 args=self._args,
-                masked_args=self._status.args,
+                masked_args=self._ledger.status.args,
                 requestor=self._requestor,
                 variables=scope.variables,
                 jobs=jobs,
@@ -593,7 +577,7 @@ class _Interpreter:
                 chunk_input,
                 id=chunk_id,
                 result_type=ChunkResult,
-                static_summary=f"**{self._status.action}** › {name} items {first + 1}-"
+                static_summary=f"**{self._ledger.status.action}** › {name} items {first + 1}-"
                 f"{min(first + size, len(items))} of {len(items)}",
             )
             started.append(handle)
@@ -609,11 +593,11 @@ class _Interpreter:
         }
         error = next((s.error for s in summaries if s.error is not None), None)
         if completed == len(items):
-            self._end_job(entry, JobState.COMPLETED, None)
+            self._ledger.end_job(entry, JobState.COMPLETED, None)
         elif error is None:
-            self._end_job(entry, JobState.CANCELLED, None)
+            self._ledger.end_job(entry, JobState.CANCELLED, None)
         else:
-            self._end_job(entry, JobState.FAILED, error)
+            self._ledger.end_job(entry, JobState.FAILED, error)
 
     async def _wait_for_chunks(self) -> None:
         """Every chunk started has reported that its items are done (or halted)."""
@@ -663,7 +647,7 @@ class _Interpreter:
         its jobs (when this run rolls back, at the job's place) or end. A child that does not
         complete has undone its own jobs, and the job fails with its error.
         """
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         call = spec.execute or CallSpec(kind="action")
         action, args = action_call(render(call.with_, self._context(scope, variables)))
         depth = (self._parent.depth if self._parent else 0) + 1
@@ -682,18 +666,18 @@ class _Interpreter:
             requestor=self._requestor,
             options=RunOptions(
                 parent=ParentLink(
-                    run_id=self._status.run_id, job=name, owner=self._owner, depth=depth
+                    run_id=self._ledger.status.run_id, job=name, owner=self._owner, depth=depth
                 )
             ),
         )
         await self._task_room(encoded_size(child_input, f"the args of {name!r}", MAX_ARGS_BYTES))
-        self._begin(name, job)
-        child_id = f"{self._status.run_id}/{name}"
+        self._ledger.begin(name, job)
+        child_id = f"{self._ledger.status.run_id}/{name}"
         handle = await workflow.start_child_workflow(
             action,
             child_input,
             id=child_id,
-            static_summary=f"**{action}** run by {self._status.action} › {name}",
+            static_summary=f"**{action}** run by {self._ledger.status.action} › {name}",
         )
         self._children[name] = handle
         job.detail = f"child run {child_id}"
@@ -704,17 +688,17 @@ class _Interpreter:
         done = self._child_done.get(name)
         if done is not None:
             job.output = done.outputs
-            self._end_job(job, JobState.COMPLETED, None)
+            self._ledger.end_job(job, JobState.COMPLETED, None)
             return
         error = self._child_ended.get(name) or ErrorInfo(message="the child run ended")
         if error.type == ErrorType.ROLLBACK_FAILED:
             job.rollback = RollbackStatus(state=JobState.ROLLBACK_FAILED, error=error)
         else:
             # It undid its own jobs: nothing is left for this run to undo at its place.
-            self._start_order.remove(name)
+            self._ledger.start_order.remove(name)
             job.rollback = RollbackStatus(state=JobState.ROLLED_BACK)
         halted = self._scope_halting(scope) and error.reason == Reason.CANCELLED
-        self._end_job(job, JobState.CANCELLED if halted else JobState.FAILED, error)
+        self._ledger.end_job(job, JobState.CANCELLED if halted else JobState.FAILED, error)
 
     async def _watch_child(self, name: str, handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
         """Record how a child run ended: None when it completed, else its error."""
@@ -727,7 +711,7 @@ class _Interpreter:
 
     async def _undo_child(self, name: str) -> bool:
         """Have a completed child run undo its jobs (newest first); whether it could."""
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         if name not in self._child_done:
             return job.rollback is None or job.rollback.state != JobState.ROLLBACK_FAILED
         job.state = JobState.ROLLING_BACK
@@ -783,37 +767,37 @@ class _Interpreter:
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
     ) -> None:
         """Run a group; when one of its jobs fails for good, undo it and run it again."""
-        entry = self._entry(name)
+        entry = self._ledger.entry(name)
         entry.state, entry.started_at = JobState.RUNNING, workflow.now()
         attempts = spec.group_retry.attempts
         for attempt in range(1, attempts + 1):
             entry.attempts = attempt
             child = _Scope(f"{name}.", spec.jobs or [], variables, scope)
-            self._add_entries(child)
+            self._ledger.add_entries(child.prefix, child.specs)
             await self._run_scope(child)
             if child.failure is None and not self._scope_halting(scope):
                 entry.output = {
-                    s.name: self._jobs[child.prefix + s.name].output for s in child.specs
+                    s.name: self._ledger.jobs[child.prefix + s.name].output for s in child.specs
                 }
-                self._end_job(entry, JobState.COMPLETED, None)
+                self._ledger.end_job(entry, JobState.COMPLETED, None)
                 return
             if self._scope_halting(scope) or child.failure is None:
-                self._end_job(entry, JobState.CANCELLED, child.failure)
+                self._ledger.end_job(entry, JobState.CANCELLED, child.failure)
                 return
             if attempt == attempts:
                 break
             entry.detail = f"attempt {attempt} failed: {child.failure.message}; rolling back"
             if not await self._rollback_started(child.prefix):
-                self._end_job(entry, JobState.ROLLBACK_FAILED, child.failure)
+                self._ledger.end_job(entry, JobState.ROLLBACK_FAILED, child.failure)
                 self._fail(scope, child.failure.model_copy(update={"job": name}))
                 return
             if not await self._pause(spec.group_retry.wait, scope):
-                self._end_job(entry, JobState.CANCELLED, child.failure)
+                self._ledger.end_job(entry, JobState.CANCELLED, child.failure)
                 return
             for sub in child.specs:
                 self._reset(child.prefix + sub.name)
         failure = child.failure or ErrorInfo()
-        self._end_job(entry, JobState.FAILED, failure)
+        self._ledger.end_job(entry, JobState.FAILED, failure)
         if not spec.continue_on_error:
             self._fail(scope, failure)
 
@@ -822,19 +806,15 @@ class _Interpreter:
 
         Their logs and attempt counts go on, so every attempt keeps its own idempotency key.
         """
-        for name, job in self._jobs.items():
-            if name == prefix or name.startswith((prefix + ".", prefix + "[")):
-                job.state, job.error, job.output, job.detail = JobState.PENDING, None, None, None
-                job.started_at = job.finished_at = None
-                job.rollback = None
-                self._rollback_data.pop(name, None)
+        for name in self._ledger.reset(prefix):
+            self._rollback_data.pop(name, None)
 
     # ----------------------------------------------------------------------------------- jobs
 
     async def _run_job(
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
     ) -> None:
-        job = self._entry(name)
+        job = self._ledger.entry(name)
         self._instances[name] = _Instance(spec, scope, variables)
         call = spec.execute
         if call is None:
@@ -853,24 +833,6 @@ class _Interpreter:
         if job.state == JobState.FAILED and not spec.continue_on_error:
             self._fail(scope, (job.error or ErrorInfo()).model_copy(update={"job": name}))
 
-    def _begin(self, name: str, job: JobStatus, redelivery: bool = False) -> AttemptLog:
-        """Mark an attempt as started (and the job, on its first attempt).
-
-        A ``redelivery`` runs the current attempt again (its worker died under it): the job keeps
-        its attempt count, and the log gets an entry of the same attempt number.
-        """
-        if not redelivery:
-            job.attempts += 1
-        job.state = JobState.RUNNING
-        job.error = None
-        now = workflow.now()
-        if job.started_at is None:
-            job.started_at = now
-            self._start_order.append(name)
-        entry = AttemptLog(attempt=job.attempts, started_at=now)
-        job.log.append(entry)
-        return entry
-
     async def _attempts(
         self,
         scope: _Scope,
@@ -880,7 +842,7 @@ class _Interpreter:
         call: CallSpec,
     ) -> None:
         """Run attempts of an activity job until it completes, fails for good or halts."""
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         failures = infra_failures = 0
         redeliver = False
         while True:
@@ -895,7 +857,7 @@ class _Interpreter:
                 raise JobFailure(full)
             if self._scope_halting(scope):
                 if job.attempts:
-                    self._end_job(job, JobState.CANCELLED, job.error)
+                    self._ledger.end_job(job, JobState.CANCELLED, job.error)
                 return
             rendered = call.model_copy(
                 update={"with_": render(call.with_, self._context(scope, variables))}
@@ -918,13 +880,13 @@ class _Interpreter:
                 job.state = JobState.PENDING
                 continue
             if error.reason == Reason.CANCELLED and self._scope_halting(scope):
-                self._end_job(job, JobState.CANCELLED, error)
+                self._ledger.end_job(job, JobState.CANCELLED, error)
                 return
             failures += 1
             if self._may_retry(spec.retry, error, outcome.retryable, failures):
                 await self._pause(spec.retry.delay_before(failures), scope)
                 continue
-            self._end_job(job, JobState.FAILED, error)
+            self._ledger.end_job(job, JobState.FAILED, error)
             return
 
     async def _attempt(
@@ -938,10 +900,10 @@ class _Interpreter:
     ) -> Failure | None:
         """One attempt (or a delivery again of it) of a job; None when it completed, else how it
         failed."""
-        action = self._status.action
+        action = self._ledger.status.action
         data, has_data = self._rollback_data.get(name, (None, False))
         inp = JobInput(
-            run_id=self._status.run_id,
+            run_id=self._ledger.status.run_id,
             action=action,
             job=name,
             attempt=job.attempts if redelivery else job.attempts + 1,
@@ -952,7 +914,7 @@ class _Interpreter:
             deps={dep: self._output(scope, dep) for dep in spec.after},
             rollback_data=data,
             has_rollback_data=has_data,
-            secrets=self._secrets,
+            secrets=self._ledger.secrets,
         )
         # Before the attempt starts: a job whose input cannot be sent has not started.
         await self._task_room(encoded_size(inp, f"the input of job {name!r}", MAX_JOB_INPUT_BYTES))
@@ -961,7 +923,7 @@ class _Interpreter:
                 reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
             )
             return Failure(error, AttemptReport(reason=Reason.CANCELLED), False)
-        entry = self._begin(name, job, redelivery)
+        entry = self._ledger.begin(name, job, redelivery)
         delivery = sum(1 for e in job.log if e.attempt == job.attempts)
         handle = workflow.start_activity(
             ACTIVITY_EXECUTE,
@@ -983,21 +945,21 @@ class _Interpreter:
             self._keep_rollback_data(name, failure.report)
             cancelled = failure.error.reason == Reason.CANCELLED
             state = JobState.CANCELLED if cancelled else JobState.FAILED
-            self._log_attempt(entry, failure.report, state, failure.error)
+            self._ledger.log_attempt(entry, failure.report, state, failure.error)
             job.error = failure.error
             return failure
         finally:
             self._handles.pop(name, None)
         self._suspend_cancelled.discard(name)
         self._keep_rollback_data(name, result.report)
-        self._log_attempt(entry, result.report, JobState.COMPLETED, None)
+        self._ledger.log_attempt(entry, result.report, JobState.COMPLETED, None)
         job.output = result.output
-        self._end_job(job, JobState.COMPLETED, None)
+        self._ledger.end_job(job, JobState.COMPLETED, None)
         return None
 
     def _output(self, scope: _Scope, dep: str) -> Any:
         """The output of job ``dep`` of ``scope`` (in a chunk: of the parent run's job)."""
-        job = self._jobs.get(scope.prefix + dep)
+        job = self._ledger.jobs.get(scope.prefix + dep)
         if job is not None:
             return job.output
         known = self._chunk.jobs.get(dep, {}) if self._chunk is not None else {}
@@ -1012,30 +974,30 @@ class _Interpreter:
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
     ) -> None:
         """The ``sleep`` kind: a durable timer, cut short by a halt."""
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         params = render((spec.execute or CallSpec()).with_, self._context(scope, variables))
         try:
             seconds = parse_duration(params.get("duration", 0))
         except ValueError as err:
             raise ExpressionError(f"sleep of {name!r}: {err}") from None
-        entry = self._begin(name, job)
+        entry = self._ledger.begin(name, job)
         job.detail = f"sleeping {seconds:g}s"
         if await self._pause(seconds, scope):
             job.output = {"slept": seconds}
-            self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
-            self._end_job(job, JobState.COMPLETED, None)
+            self._ledger.log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+            self._ledger.end_job(job, JobState.COMPLETED, None)
         else:
             error = ErrorInfo(
                 reason=Reason.CANCELLED, type=ErrorType.CANCELLED, message="cancelled"
             )
-            self._log_attempt(entry, AttemptReport(), JobState.CANCELLED, error)
-            self._end_job(job, JobState.CANCELLED, error)
+            self._ledger.log_attempt(entry, AttemptReport(), JobState.CANCELLED, error)
+            self._ledger.end_job(job, JobState.CANCELLED, error)
 
     async def _approval(
         self, scope: _Scope, spec: JobSpec, name: str, variables: dict[str, Any]
     ) -> None:
         """The ``approval`` kind: wait in WAITING for ``approve`` or ``reject``, or a deadline."""
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         params = render((spec.execute or CallSpec()).with_, self._context(scope, variables))
         try:
             deadline = parse_duration(params["timeout"]) if params.get("timeout") else None
@@ -1045,7 +1007,7 @@ class _Interpreter:
         approval = self._approvals[name] = _Approval(
             token=workflow.uuid4().hex[:12], require_token=bool(params.get("require_token"))
         )
-        entry = self._begin(name, job)
+        entry = self._ledger.begin(name, job)
         job.state = JobState.WAITING
         job.detail = f"waiting for approval; token {approval.token}" + (
             f"; on timeout after {deadline:g}s: {on_timeout}" if deadline else ""
@@ -1066,8 +1028,8 @@ class _Interpreter:
         if decision is not None and approval.approved:
             job.output = {"approved": True, "comment": decision.comment}
             job.detail = f"approved: {decision.comment}" if decision.comment else "approved"
-            self._log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
-            self._end_job(job, JobState.COMPLETED, None)
+            self._ledger.log_attempt(entry, AttemptReport(), JobState.COMPLETED, None)
+            self._ledger.end_job(job, JobState.COMPLETED, None)
             return
         if decision is not None:
             error = ErrorInfo(
@@ -1092,8 +1054,8 @@ class _Interpreter:
                 state = JobState.CANCELLED
                 self._request_stop(StopCommand(reason=error.message), False, error)
         job.detail = None
-        self._log_attempt(entry, AttemptReport(reason=error.reason), state, error)
-        self._end_job(job, state, error)
+        self._ledger.log_attempt(entry, AttemptReport(reason=error.reason), state, error)
+        self._ledger.end_job(job, state, error)
 
     @staticmethod
     def _may_retry(retry: RetrySpec, error: ErrorInfo, retryable: bool, failures: int) -> bool:
@@ -1108,30 +1070,13 @@ class _Interpreter:
         if report.has_rollback_data:
             self._rollback_data[name] = (report.rollback_data, True)
 
-    @staticmethod
-    def _log_attempt(
-        entry: AttemptLog, report: AttemptReport, state: JobState, error: ErrorInfo | None
-    ) -> None:
-        entry.finished_at = workflow.now()
-        entry.state = state
-        entry.exit_code = report.exit_code
-        entry.stdout_tail = report.stdout_tail
-        entry.stderr_tail = report.stderr_tail
-        entry.error = error
-
-    def _end_job(self, job: JobStatus, state: JobState, error: ErrorInfo | None) -> None:
-        job.state = state
-        job.error = error
-        job.finished_at = workflow.now()
-        self._changed()
-
     def _cancel_running(self, prefix: str = "") -> None:
         for name, handle in self._handles.items():
             if name.startswith(prefix):
                 handle.cancel()
         self._tell_chunks(prefix, Handler.STOP, StopCommand(rollback=False))
         rollback = self._stop.rollback if self._stop is not None else True
-        reason = f"stopped by its parent run {self._status.run_id}"
+        reason = f"stopped by its parent run {self._ledger.status.run_id}"
         self._tell_children(prefix, Handler.STOP, StopCommand(rollback=rollback, reason=reason))
 
     # ------------------------------------------------------------------------------- rollback
@@ -1147,18 +1092,18 @@ class _Interpreter:
         Undone jobs leave the start order, so nothing is undone twice. Undoing halts at the first
         rollback that fails for good: the jobs before it may depend on it.
         """
-        started = [name for name in self._start_order if name.startswith(prefix)]
+        started = [name for name in self._ledger.start_order if name.startswith(prefix)]
         for name in reversed(started):
-            self._start_order.remove(name)
+            self._ledger.start_order.remove(name)
             if name in self._chunks:
-                self._jobs[name].state = JobState.ROLLING_BACK
+                self._ledger.jobs[name].state = JobState.ROLLING_BACK
                 failed = await self._finish_chunks(self._chunks[name], rollback=True)
-                self._jobs[name].state = (
+                self._ledger.jobs[name].state = (
                     JobState.ROLLED_BACK if failed is None else JobState.ROLLBACK_FAILED
                 )
                 if failed is not None:
                     self._rollback_failed = failed
-                    self._jobs.setdefault(failed, JobStatus(name=failed))
+                    self._ledger.jobs.setdefault(failed, JobStatus(name=failed))
                     return False
                 continue
             if name in self._children:
@@ -1176,7 +1121,7 @@ class _Interpreter:
 
     async def _rollback_job(self, name: str, instance: _Instance, call: CallSpec) -> bool:
         spec = instance.spec
-        job = self._jobs[name]
+        job = self._ledger.jobs[name]
         rollback = job.rollback = RollbackStatus(state=JobState.RUNNING)
         job.state = JobState.ROLLING_BACK
         data, has_data = self._rollback_data.get(name, (None, False))
@@ -1192,8 +1137,8 @@ class _Interpreter:
             try:
                 params = render(call.with_, self._context(instance.scope, instance.variables))
                 inp = RollbackInput(
-                    run_id=self._status.run_id,
-                    action=self._status.action,
+                    run_id=self._ledger.status.run_id,
+                    action=self._ledger.status.action,
                     job=name,
                     attempt=rollback.attempts,
                     call=call.model_copy(update={"with_": params}),
@@ -1203,7 +1148,7 @@ class _Interpreter:
                     error=job.error,
                     rollback_data=data,
                     has_rollback_data=has_data,
-                    secrets=self._secrets,
+                    secrets=self._ledger.secrets,
                 )
                 encoded_size(inp, f"the rollback input of job {name!r}", MAX_JOB_INPUT_BYTES)
                 report = await workflow.execute_activity(
@@ -1215,12 +1160,12 @@ class _Interpreter:
                     retry_policy=_NO_RETRY,
                     result_type=AttemptReport,
                     activity_id=f"rollback:{name}#{_numbered(rollback.attempts, delivery)}",
-                    summary=f"{self._status.action} › rollback {name}"
+                    summary=f"{self._ledger.status.action} › rollback {name}"
                     + _note(rollback.attempts, delivery),
                 )
             except ActivityError as err:
                 failure = classify(err)
-                self._log_attempt(entry, failure.report, JobState.FAILED, failure.error)
+                self._ledger.log_attempt(entry, failure.report, JobState.FAILED, failure.error)
                 rollback.error = failure.error
                 if failure.infra and infra_failures < _INFRA_RETRIES:
                     infra_failures += 1
@@ -1236,10 +1181,10 @@ class _Interpreter:
             except Exception as err:
                 # Its input cannot be rendered, serialised or sent: no retry will change that.
                 error = error_of(err)
-                self._log_attempt(entry, AttemptReport(), JobState.FAILED, error)
+                self._ledger.log_attempt(entry, AttemptReport(), JobState.FAILED, error)
                 rollback.error = error
             else:
-                self._log_attempt(entry, report, JobState.COMPLETED, None)
+                self._ledger.log_attempt(entry, report, JobState.COMPLETED, None)
                 rollback.state = job.state = JobState.ROLLED_BACK
                 rollback.error = None
                 return True
@@ -1252,7 +1197,7 @@ class _Interpreter:
         error: ErrorInfo | None
         if self._rollback_failed is not None:
             state = RunState.ROLLBACK_FAILED
-            failed = self._jobs[self._rollback_failed]
+            failed = self._ledger.jobs[self._rollback_failed]
             cause = failed.rollback.error if failed.rollback else None
             error = ErrorInfo(
                 reason=(self._failure or self._stop_error or ErrorInfo()).reason,
@@ -1267,8 +1212,8 @@ class _Interpreter:
             state, error = RunState.STOPPED, self._stop_error
         else:
             state, error = RunState.COMPLETED, None
-        self._status.error = error
-        self._status.finished_at = workflow.now()
+        self._ledger.status.error = error
+        self._ledger.status.finished_at = workflow.now()
         self._set_state(state)
         await workflow.wait_condition(workflow.all_handlers_finished)
         final = self.status()
@@ -1284,38 +1229,20 @@ class _Interpreter:
         )
 
     def _set_state(self, state: RunState) -> None:
-        if state == self._status.state and state != RunState.PENDING:
-            return
-        self._status.state = state
-        if self._chunk is not None:
+        if not self._ledger.set_state(state) or self._chunk is not None:
             return  # chunks are part of their parent's run, not runs of their own in lists
         workflow.upsert_search_attributes([STATE_KEY.value_set(state.value)])
-        progress = self._progress()
+        progress = self._ledger.progress()
         workflow.set_current_details(
             f"**{state.value}** · {progress.done}/{progress.total} jobs done"
         )
-
-    def _progress(self, jobs: Sequence[JobStatus] | None = None) -> Progress:
-        jobs = self._status.jobs if jobs is None else jobs
-        done = sum(
-            1
-            for j in jobs
-            if j.state in _DONE_STATES
-            or (
-                j.state == JobState.FAILED
-                and j.name in self._instances
-                and self._instances[j.name].spec.continue_on_error
-            )
-        )
-        rolled_back = sum(1 for j in jobs if j.state == JobState.ROLLED_BACK)
-        return Progress(done=done, total=len(jobs), rolled_back=rolled_back)
 
     def _timer(self, seconds: float, error: ErrorInfo, still: Callable[[], bool]) -> None:
         """After ``seconds``, stop the run with rollback if ``still()`` holds and it is running."""
 
         async def fire() -> None:
             await workflow.sleep(seconds)
-            if still() and self._status.state not in TERMINAL_RUN_STATES:
+            if still() and self._ledger.status.state not in TERMINAL_RUN_STATES:
                 self._request_stop(StopCommand(rollback=True, reason=error.message), False, error)
 
         self._timers.add(asyncio.create_task(fire()))
@@ -1327,9 +1254,9 @@ class _Interpreter:
     ) -> CommandResult:
         self._cancel_requested = self._cancel_requested or via_cancel
         if self._halting():
-            done = self._status.state == RunState.STOPPED
+            done = self._ledger.status.state == RunState.STOPPED
             message = "the run is already " + ("stopped" if done else "stopping")
-            return CommandResult(state=self._status.state, message=message)
+            return CommandResult(state=self._ledger.status.state, message=message)
         self._stop = cmd
         self._stop_error = error or ErrorInfo(
             reason=Reason.CANCELLED,
@@ -1339,7 +1266,7 @@ class _Interpreter:
         self._cancel_running()
         self._changed()
         return CommandResult(
-            state=self._status.state,
+            state=self._ledger.status.state,
             message="stopping" + (" with rollback" if cmd.rollback else " without rollback"),
         )
 
@@ -1347,12 +1274,15 @@ class _Interpreter:
         if cmd is not None and text_refusal("stop reason", cmd.reason):
             return text_refusal("stop reason", cmd.reason)
         # A stop of a STOPPED run answers ok, as a repeated stop does (DESIGN.md, Idempotent stop).
-        if self._status.state in TERMINAL_RUN_STATES and self._status.state != RunState.STOPPED:
-            return f"the run is {self._status.state.value}: there is nothing to stop"
+        if (
+            self._ledger.status.state in TERMINAL_RUN_STATES
+            and self._ledger.status.state != RunState.STOPPED
+        ):
+            return f"the run is {self._ledger.status.state.value}: there is nothing to stop"
         return None
 
     def _refuse_suspend(self, cmd: SuspendCommand) -> str | None:
-        state = self._status.state
+        state = self._ledger.status.state
         if state in TERMINAL_RUN_STATES or self._halting():
             return f"the run is {state.value} and stopping: it cannot be suspended"
         if state == RunState.SUSPENDED and not (cmd.now and self._handles):
@@ -1360,8 +1290,10 @@ class _Interpreter:
         return None
 
     def _refuse_resume(self) -> str | None:
-        if self._status.state != RunState.SUSPENDED or self._halting():
-            return f"the run is {self._status.state.value}: only a SUSPENDED run can be resumed"
+        if self._ledger.status.state != RunState.SUSPENDED or self._halting():
+            return (
+                f"the run is {self._ledger.status.state.value}: only a SUSPENDED run can be resumed"
+            )
         return None
 
     def _refuse_decision(self, cmd: ApprovalCommand) -> str | None:
@@ -1421,7 +1353,7 @@ class _Interpreter:
         approval.approved = approved
         self._changed()
         verb = "approved" if approved else "rejected"
-        return CommandResult(state=self._status.state, message=f"job {cmd.job!r} {verb}")
+        return CommandResult(state=self._ledger.status.state, message=f"job {cmd.job!r} {verb}")
 
     # Commands take their inputs as they come (``*args``) and check them here. Anyone can send
     # any JSON, any number of times (``temporal workflow signal --input ...``), and Temporal hands
@@ -1546,10 +1478,7 @@ class _Interpreter:
         Secret arg values are masked wherever they show (outputs, details, output tails, error
         messages): a copy is masked, the run's own state keeps the real values for its jobs.
         """
-        view = undone_view(self._status)
-        view.progress = self._status.progress = self._progress(view.jobs)
-        # Within the status budget, so the answer (and the run's result) always fits a payload.
-        return bounded_status(masked_status(view, self._secrets))
+        return self._ledger.view()
 
 
 @workflow.defn(dynamic=True)
@@ -1572,21 +1501,21 @@ class ActionWorkflow(_Interpreter):
             encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
         except JobFailure as err:
             return await self._reject(err.info.type, err.info.message)
-        self._requestor = self._status.requestor = inp.requestor
+        self._requestor = self._ledger.status.requestor = inp.requestor
         self._parent = inp.options.parent
         if self._parent is not None:
-            self._status.parent = self._parent.run_id
+            self._ledger.status.parent = self._parent.run_id
             self._owner = self._parent.owner
         if inp.requestor and workflow.info().typed_search_attributes.get(REQUESTOR_KEY) is None:
             workflow.upsert_search_attributes([REQUESTOR_KEY.value_set(inp.requestor)])
         try:
             resolved = await workflow.execute_local_activity(
                 ACTIVITY_RESOLVE,
-                ResolveInput(action=self._status.action, args=inp.args),
+                ResolveInput(action=self._ledger.status.action, args=inp.args),
                 result_type=ResolvedRun,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
-                summary=f"{self._status.action} › resolve plan and args",
+                summary=f"{self._ledger.status.action} › resolve plan and args",
             )
         except (ActivityError, ApplicationError) as err:
             # A local activity's failure arrives unwrapped, as the ApplicationError itself.
@@ -1626,13 +1555,13 @@ class ActionWorkflow(_Interpreter):
         """Take the run's keys (PENDING while it waits); whether its jobs may start."""
         if not resolved.locks:
             return True
-        run_id = self._status.run_id
+        run_id = self._ledger.status.run_id
         locks = self._locks = RunLocks(run_id, self._owner, resolved.locks)
-        self._status.locks = locks.status
+        self._ledger.status.locks = locks.status
 
         def show() -> None:
             detail = locks.waiting_detail()
-            state = self._status.state.value
+            state = self._ledger.status.state.value
             workflow.set_current_details(f"**{state}** · {detail}" if detail else f"**{state}**")
 
         try:
@@ -1652,8 +1581,8 @@ class ActionWorkflow(_Interpreter):
         """A child whose jobs completed gives its parent their outputs, then waits for the
         parent's word: undo them (at the calling job's place in the parent's rollback) or end."""
         plan = self._plan
-        outputs = {j.name: self._jobs[j.name].output for j in (plan.jobs if plan else [])}
-        done = ChildDone(job=parent.job, run_id=self._status.run_id, outputs=outputs)
+        outputs = {j.name: self._ledger.jobs[j.name].output for j in (plan.jobs if plan else [])}
+        done = ChildDone(job=parent.job, run_id=self._ledger.status.run_id, outputs=outputs)
         try:
             encoded_size(done, "the outputs of the run", MAX_JOB_INPUT_BYTES)
         except JobFailure as err:
@@ -1698,14 +1627,18 @@ class ChunkWorkflow(_Interpreter):
         """Run one slice of a large ``each`` for the parent run, then undo it or not, as told."""
         self._chunk = inp
         # Its jobs belong to the parent run: they see its id (and idempotency keys use it).
-        self._status.run_id = inp.parent_run_id
-        self._status.action = inp.action
-        self._args, self._status.args, self._requestor = inp.args, inp.masked_args, inp.requestor
+        self._ledger.status.run_id = inp.parent_run_id
+        self._ledger.status.action = inp.action
+        self._args, self._ledger.status.args, self._requestor = (
+            inp.args,
+            inp.masked_args,
+            inp.requestor,
+        )
         # Computed as the parent does: the chunk's status and job inputs mask the same secrets.
-        self._secrets = secret_values(inp.args, inp.masked_args)
+        self._ledger.secrets = secret_values(inp.args, inp.masked_args)
         root = self._root = _Scope(inp.prefix, [inp.job], inp.variables, None)
         try:
-            self._add_entries(root)
+            self._ledger.add_entries(root.prefix, root.specs)
             self._set_state(RunState.RUNNING)
             await self._run_scope(root)
         except workflow.NondeterminismError:
@@ -1716,7 +1649,9 @@ class ChunkWorkflow(_Interpreter):
         summary = ChunkSummary(
             chunk=workflow.info().workflow_id,
             completed=sum(
-                1 for n in instances if n in self._jobs and self._jobs[n].state in _DONE_STATES
+                1
+                for n in instances
+                if n in self._ledger.jobs and self._ledger.jobs[n].state in DONE_STATES
             ),
             total=len(instances),
             error=self._failure,
