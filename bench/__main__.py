@@ -20,12 +20,14 @@ Scenario = Callable[[Bench, str, int | None], Awaitable[Result]]
 
 
 def scenarios() -> dict[str, Scenario]:
-    """Every scenario, in the order a full run takes them (memory last: it leaves runs open)."""
+    """Every scenario, in the order a full run takes them (memory and scale last: they leave
+    runs open)."""
     from bench._cli import cli
     from bench._fanout import fanout
     from bench._locks import locks
     from bench._memory import memory
     from bench._runs import latency, rollback, sqlite, throughput
+    from bench._scale import scale
 
     return {
         "throughput": throughput,
@@ -36,6 +38,7 @@ def scenarios() -> dict[str, Scenario]:
         "cli": cli,
         "sqlite": sqlite,
         "memory": memory,
+        "scale": scale,
     }
 
 

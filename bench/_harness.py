@@ -54,13 +54,23 @@ class Row:
     unit: str
     value: float
     baseline: float | None = None
-    goal: str | None = None  # a bar on value/baseline, e.g. ">= 0.90"
+    goal: str | None = None  # a bar on the ratio, e.g. ">= 0.90"
     note: str = ""
+    # Per-round figures of both sides, when the rounds alternated: the ratio is then the median
+    # of the per-round ratios (which cancels the server's drift over a run), not the ratio of
+    # the medians, and the note gives the other one.
+    rounds: tuple[Sequence[float], Sequence[float]] | None = None
     ratio: float | None = field(init=False, default=None)
     ok: bool | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        if self.baseline:
+        if self.rounds is not None:
+            measured, baseline = self.rounds
+            self.ratio = median([a / b for a, b in zip(measured, baseline, strict=True)])
+            if self.baseline:
+                medians = f"ratio of the medians {self.value / self.baseline:.2f}"
+                self.note = f"{self.note}; {medians}" if self.note else medians
+        elif self.baseline:
             self.ratio = self.value / self.baseline
         if self.goal and self.ratio is not None:
             op, _, bar = self.goal.partition(" ")
@@ -242,14 +252,19 @@ class Bench:
     # ------------------------------------------------------------------ one run of each side
 
     async def sw_run(
-        self, action: str, args: dict[str, Any] | None = None, *, expect: str = "COMPLETED"
+        self,
+        action: str,
+        args: dict[str, Any] | None = None,
+        *,
+        expect: str = "COMPLETED",
+        task_queue: str = SW_QUEUE,
     ) -> tuple[str, dict[str, Any]]:
         """Submit a Sternway run as the CLI does, wait for its end; its id and final status."""
         handle = await submit(
             self.sw_client,
             action,
             args or {},
-            task_queue=SW_QUEUE,
+            task_queue=task_queue,
             requestor=REQUESTOR,
             registry=self.registry,
         )

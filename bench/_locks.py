@@ -126,7 +126,9 @@ async def locks(bench: Bench, size: str, rounds: int | None) -> Result:
                 "runs/s",
                 median(with_locks),
                 median(without),
-                note=f"median of {len(with_locks)} rounds; at most {keys} runs hold keys at once",
+                note=f"median of {len(with_locks)} rounds; ratio: median of per-round ratios; "
+                f"at most {keys} runs hold keys at once",
+                rounds=(with_locks, without),
             ),
         ],
         data={

@@ -30,7 +30,7 @@ PARALLEL = 50  # submits and updates in flight at once
 
 
 @contextlib.asynccontextmanager
-async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[int]:
+async def worker_process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIterator[int]:
     """A worker process for the block; SIGTERM and a wait at the end."""
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 (spawning does not block)
@@ -47,7 +47,8 @@ async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIter
             await asyncio.to_thread(proc.wait)
 
 
-async def _in_batches(count: int, one: Callable[[int], Awaitable[Any]]) -> None:
+async def in_batches(count: int, one: Callable[[int], Awaitable[Any]]) -> None:
+    """``one(n)`` for every n below ``count``, at most PARALLEL at once."""
     window = asyncio.Semaphore(PARALLEL)
 
     async def run(n: int) -> None:
@@ -57,7 +58,7 @@ async def _in_batches(count: int, one: Callable[[int], Awaitable[Any]]) -> None:
     await asyncio.gather(*(run(n) for n in range(count)))
 
 
-async def _settled_rss(pid: int) -> tuple[int, int]:
+async def settled_rss(pid: int) -> tuple[int, int]:
     """RSS once the process has gone quiet (after a moment for pending work and GC)."""
     await asyncio.sleep(2.0)
     return rss_kib(pid)
@@ -74,7 +75,7 @@ async def memory(bench: Bench, size: str, rounds: int | None) -> Result:
         client = bench.sw_client
         first = await submit(client, _actions.ONE, {}, task_queue=sw_queue, requestor=REQUESTOR)
         await client.get_workflow_handle(first.run_id).result()
-        before = await _settled_rss(pid)
+        before = await settled_rss(pid)
 
         async def hold(_: int) -> None:
             handle = await submit(
@@ -82,14 +83,14 @@ async def memory(bench: Bench, size: str, rounds: int | None) -> Result:
             )
             await RunHandle(client, handle.run_id).suspend()
 
-        await _in_batches(runs, hold)
-        after = await _settled_rss(pid)
+        await in_batches(runs, hold)
+        after = await settled_rss(pid)
         figures["sternway"] = _figures(before, after)
 
     async def bare_side(pid: int) -> None:
         client: Client = bench.bare_client
         await bench.bare_run(_bare.CHAIN, 1, task_queue=bare_queue)
-        before = await _settled_rss(pid)
+        before = await settled_rss(pid)
 
         async def hold(_: int) -> None:
             handle = await client.start_workflow(
@@ -97,8 +98,8 @@ async def memory(bench: Bench, size: str, rounds: int | None) -> Result:
             )
             await handle.execute_update("suspend")
 
-        await _in_batches(runs, hold)
-        after = await _settled_rss(pid)
+        await in_batches(runs, hold)
+        after = await settled_rss(pid)
         figures["bare"] = _figures(before, after)
 
     log = bench.workdir / "workers.log"
@@ -119,9 +120,9 @@ async def memory(bench: Bench, size: str, rounds: int | None) -> Result:
         bare_queue,
     ]
     bare_env = {**os.environ, "PYTHONPATH": str(REPO)}
-    async with _process(sw_argv, sw_env, log) as pid:
+    async with worker_process(sw_argv, sw_env, log) as pid:
         await sternway_side(pid)
-    async with _process(bare_argv, bare_env, log) as pid:
+    async with worker_process(bare_argv, bare_env, log) as pid:
         await bare_side(pid)
 
     sw, bare = figures["sternway"], figures["bare"]

@@ -1,0 +1,119 @@
+"""Scale points, recorded as figures (no bars, no baseline): one ``each`` over 100,000 items, and
+5,000 open runs waiting for an approval, each in a ``sternway worker`` process of its own so that
+its RSS is the worker's alone.
+
+The fan-out gives its time to COMPLETED, the worker's peak RSS (``VmHWM``) and the longest history
+of the run and its chunk runs. The waiting runs give the worker's RSS once all of them have been
+loaded (each answered a status query) and have gone quiet: the SDK keeps at most
+``max_cached_workflows`` (1,000 by default) of them in memory; the others are replayed from
+their history when they next have work.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from bench import _actions
+from bench._fanout import HISTORY_LIMIT, history_lengths
+from bench._harness import BIN, REPO, REQUESTOR, Bench, Result, Row, env_for_cli
+from bench._memory import in_batches, settled_rss, worker_process
+from sternway._client import RunHandle, submit
+
+SIZES = {"tiny": (300, 30), "full": (100_000, 5_000)}
+
+
+async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
+    """One measurement of each (``rounds`` is not used)."""
+    items, waiting = SIZES[size]
+    action = _actions.FAN if size == "full" else _actions.FAN_SMALL_CHUNKS
+    log = bench.workdir / "scale-workers.log"
+
+    def worker(queue: str) -> tuple[list[str], dict[str, str]]:
+        env = env_for_cli(
+            bench.server.address,
+            STERNWAY_MODULES="bench._actions",
+            PYTHONPATH=str(REPO),
+            STERNWAY_TASK_QUEUE=queue,
+        )
+        return [str(BIN / "sternway"), "worker", "--task-queue", queue], env
+
+    fan_queue = f"scale-fan-{uuid.uuid4().hex[:6]}"
+    argv, env = worker(fan_queue)
+    async with worker_process(argv, env, log) as pid:
+        await bench.sw_run(_actions.ONE, task_queue=fan_queue)
+        idle_kib, _ = await settled_rss(pid)
+        started = time.perf_counter()
+        run_id, status = await bench.sw_run(action, {"n": items}, task_queue=fan_queue)
+        fan_seconds = time.perf_counter() - started
+        _, fan_peak_kib = await settled_rss(pid)
+    output = status["jobs"][0]["output"]
+    if output["completed"] != items:
+        raise RuntimeError(f"{run_id}: {output['completed']} of {items} items completed")
+    lengths = await history_lengths(bench.sw_client, [run_id, *output["chunks"]])
+
+    hold_queue = f"scale-hold-{uuid.uuid4().hex[:6]}"
+    argv, env = worker(hold_queue)
+    async with worker_process(argv, env, log) as pid:
+        await bench.sw_run(_actions.ONE, task_queue=hold_queue)
+        hold_idle_kib, _ = await settled_rss(pid)
+        started = time.perf_counter()
+
+        async def hold(_: int) -> None:
+            handle = await submit(
+                bench.sw_client, _actions.HOLD, {}, task_queue=hold_queue, requestor=REQUESTOR
+            )
+            await RunHandle(bench.sw_client, handle.run_id).status()  # loaded by the worker
+
+        await in_batches(waiting, hold)
+        hold_seconds = time.perf_counter() - started
+        hold_kib, hold_peak_kib = await settled_rss(pid)
+
+    mib = 1024.0
+    data: dict[str, Any] = {
+        "items": items,
+        "fan_seconds": fan_seconds,
+        "fan_worker_idle_kib": idle_kib,
+        "fan_worker_peak_kib": fan_peak_kib,
+        "fan_chunks": len(output["chunks"]),
+        "fan_longest_history": max(lengths),
+        "waiting": waiting,
+        "waiting_seconds_to_load": hold_seconds,
+        "waiting_worker_idle_kib": hold_idle_kib,
+        "waiting_worker_kib": hold_kib,
+        "waiting_worker_peak_kib": hold_peak_kib,
+    }
+    return Result(
+        scenario="scale",
+        title=f"Scale points: an each over {items:,} items; {waiting:,} runs waiting for an "
+        "approval in one worker",
+        measured="sternway worker",
+        baseline="(none: figures, not bars)",
+        rows=[
+            Row(
+                "scale",
+                f"each over {items:,} items: time to COMPLETED",
+                "s",
+                fan_seconds,
+                note=f"{items / fan_seconds:.0f} jobs/s; {len(output['chunks'])} chunk runs; "
+                f"longest history {max(lengths):,} events (limit {HISTORY_LIMIT:,})",
+            ),
+            Row(
+                "scale",
+                f"each over {items:,} items: worker peak RSS",
+                "MiB",
+                fan_peak_kib / mib,
+                note=f"idle before: {idle_kib / mib:.0f} MiB",
+            ),
+            Row(
+                "scale",
+                f"worker RSS with {waiting:,} runs waiting for an approval",
+                "MiB",
+                hold_kib / mib,
+                note=f"idle before: {hold_idle_kib / mib:.0f} MiB; peak {hold_peak_kib / mib:.0f} "
+                f"MiB; all loaded in {hold_seconds:.0f} s; the SDK caches at most 1,000 runs",
+            ),
+        ],
+        data=data,
+    )
