@@ -22,6 +22,7 @@ Scenario = Callable[[Bench, str, int | None], Awaitable[Result]]
 def scenarios() -> dict[str, Scenario]:
     """Every scenario, in the order a full run takes them (memory and scale last: they leave
     runs open)."""
+    from bench._aging import aging
     from bench._cli import cli
     from bench._fanout import fanout
     from bench._locks import locks
@@ -37,6 +38,7 @@ def scenarios() -> dict[str, Scenario]:
         "locks": locks,
         "cli": cli,
         "sqlite": sqlite,
+        "aging": aging,
         "memory": memory,
         "scale": scale,
     }
