@@ -90,7 +90,13 @@ async def run(options: argparse.Namespace, command: str) -> list[Result]:
             for name in chosen:
                 print(f"bench: {name} ({options.size}) ...", file=sys.stderr, flush=True)
                 started = time.perf_counter()
-                result = await table[name](bench, options.size, options.rounds)
+                try:
+                    result = await table[name](bench, options.size, options.rounds)
+                except Exception as err:
+                    # The other scenarios' figures are still written: a full run is long.
+                    print(f"bench: {name} FAILED: {err!r}", file=sys.stderr, flush=True)
+                    report.setdefault("failed", {})[name] = repr(err)
+                    continue
                 result.seconds = time.perf_counter() - started
                 results.append(result)
                 for row in result.rows:
@@ -105,6 +111,8 @@ async def run(options: argparse.Namespace, command: str) -> list[Result]:
     report["load_end"] = load()
     json_path, md_path = write(options.out, report, results)
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
+    if "failed" in report:
+        raise RuntimeError(f"scenarios failed: {', '.join(report['failed'])}")
     return results
 
 

@@ -112,6 +112,8 @@ def markdown(report: dict[str, Any], results: list[Result]) -> str:
         )
         + ".",
         "",
+        *(f"**FAILED: {name}**: {error}" for name, error in report.get("failed", {}).items()),
+        "",
         "| scenario | metric | measured | baseline | ratio | bar | notes |",
         "|---|---|---:|---:|---:|---|---|",
     ]
