@@ -11,8 +11,10 @@ their history when they next have work.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from bench import _actions
@@ -32,20 +34,24 @@ async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
     action = _actions.FAN if size == "full" else _actions.FAN_SMALL_CHUNKS
     log = bench.workdir / "scale-workers.log"
 
-    def worker(queue: str) -> tuple[list[str], dict[str, str]]:
+    @contextlib.asynccontextmanager
+    async def warm_worker(name: str) -> AsyncIterator[tuple[str, int, int]]:
+        """A ``sternway worker`` process on a queue of its own, after one run: its queue, its
+        pid and its idle RSS."""
+        queue = f"scale-{name}-{uuid.uuid4().hex[:6]}"
         env = env_for_cli(
             bench.server.address,
             STERNWAY_MODULES="bench._actions",
             PYTHONPATH=str(REPO),
             STERNWAY_TASK_QUEUE=queue,
         )
-        return [str(BIN / "sternway"), "worker", "--task-queue", queue], env
+        argv = [str(BIN / "sternway"), "worker", "--task-queue", queue]
+        async with worker_process(argv, env, log) as pid:
+            await bench.sw_run(_actions.ONE, task_queue=queue)
+            idle, _ = await settled_rss(pid)
+            yield queue, pid, idle
 
-    fan_queue = f"scale-fan-{uuid.uuid4().hex[:6]}"
-    argv, env = worker(fan_queue)
-    async with worker_process(argv, env, log) as pid:
-        await bench.sw_run(_actions.ONE, task_queue=fan_queue)
-        idle_kib, _ = await settled_rss(pid)
+    async with warm_worker("fan") as (fan_queue, pid, idle_kib):
         started = time.perf_counter()
         run_id, status = await bench.sw_run(action, {"n": items}, task_queue=fan_queue)
         fan_seconds = time.perf_counter() - started
@@ -55,11 +61,7 @@ async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
         raise RuntimeError(f"{run_id}: {output['completed']} of {items} items completed")
     lengths = await history_lengths(bench.sw_client, [run_id, *output["chunks"]])
 
-    hold_queue = f"scale-hold-{uuid.uuid4().hex[:6]}"
-    argv, env = worker(hold_queue)
-    async with worker_process(argv, env, log) as pid:
-        await bench.sw_run(_actions.ONE, task_queue=hold_queue)
-        hold_idle_kib, _ = await settled_rss(pid)
+    async with warm_worker("hold") as (hold_queue, pid, hold_idle_kib):
         started = time.perf_counter()
 
         async def hold(_: int) -> None:

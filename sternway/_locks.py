@@ -18,6 +18,8 @@ __all__ = ["check_lock_key", "list_locks", "unlock"]
 
 # A lock whose task queue has no worker cannot answer: `locks` says so instead of hanging.
 _QUERY_TIMEOUT = timedelta(seconds=5)
+# How `locks` marks such a lock: the last line of its history says why its state is unknown.
+_UNKNOWN = "state unknown: "
 
 
 def check_lock_key(key: str) -> str:
@@ -48,7 +50,7 @@ async def list_locks(client: Client, limit: int = 1000) -> list[LockState]:
                 return None  # it ended since it was listed
             # No worker of its task queue answers: the lock is there, its holders unknown.
             key = workflow_id.removeprefix(LOCK_ID_PREFIX)
-            return LockState(key=key, history=[f"state unknown: {err.message}"])
+            return LockState(key=key, history=[_UNKNOWN + err.message])
         return found
 
     states = await asyncio.gather(*(state(i) for i in ids))
@@ -57,7 +59,7 @@ async def list_locks(client: Client, limit: int = 1000) -> list[LockState]:
 
 
 def _unknown(state: LockState) -> bool:
-    return bool(state.history) and state.history[-1].startswith("state unknown: ")
+    return bool(state.history) and state.history[-1].startswith(_UNKNOWN)
 
 
 async def unlock(client: Client, key: str, reason: str, by: str | None = None) -> str:

@@ -6,10 +6,10 @@ takes a free key by starting its lock with itself as the holder, from a local ac
 (``sternway.lock.acquire``): one call to the server. When the lock already runs, the activity
 asks it with the ``acquire`` signal (signal-with-start); the lock answers with the
 ``sternway.lock_reply`` signal (granted, queued or refused), and signals a queued run again when
-its turn comes (FIFO). No workflow task
-waits on another's: a worker whose slots all held runs waiting for answers would starve the
-locks that give them. A run gives a key back, or leaves its queue, with the ``release`` signal, sent
-by a local activity (``sternway.lock.release``) in its last workflow task.
+its turn comes (FIFO). No workflow task waits on another's: a worker whose slots all held runs
+waiting for answers would starve the locks that give them. A run gives a key back, or leaves its
+queue, with the ``release`` signal, sent by a local activity (``sternway.lock.release``) in its
+last workflow task.
 
 ``limit`` holders at once make a key a semaphore. A key is re-entrant for a family of runs: a
 request whose ``owner`` already holds it is granted at once. A lock with waiters checks, with
@@ -116,7 +116,7 @@ class LockWorkflow:
 
     @workflow.run
     async def run(self, state: LockState) -> None:
-        """Serve the key until nobody holds or waits for it for a while."""
+        """Serve the key until nobody holds or waits for it."""
         check = _CHECK_FIRST
         if workflow.info().continued_run_id is None:
             for holder in self._state.holders:  # taken by starting the lock

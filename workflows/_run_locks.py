@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
 
 __all__ = ["RunLocks"]
 
-_ACQUIRE_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5))
+_LOCK_CALL_RETRY = RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=5))
 HELD, WAITING, RELEASED, KEPT, SKIPPED = "held", "waiting", "released", "kept", "skipped"
 
 
@@ -77,7 +77,7 @@ class RunLocks:
                         mode=spec.mode,
                     ),
                     start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=_ACQUIRE_RETRY,
+                    retry_policy=_LOCK_CALL_RETRY,
                     result_type=bool,
                     summary=f"lock {spec.key}",
                 )
@@ -158,9 +158,10 @@ class RunLocks:
                 LOCK_RELEASE,
                 args=[LockRelease(run_id=self.run_id), keys],
                 start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=_ACQUIRE_RETRY,
+                retry_policy=_LOCK_CALL_RETRY,
                 summary=f"release {', '.join(keys)}",
             )
         except (ActivityError, ApplicationError) as err:
-            # A lock that cannot be told learns it when it checks its holders.
+            # A lock that cannot be told frees the key when it next checks its holders (as soon
+            # as a run waits for it).
             workflow.logger.warning("cannot release %s: %s", ", ".join(keys), err)
