@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -142,6 +143,19 @@ def test_the_package_imports_without_a_cycle() -> None:
 def test_the_check_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycles(graph) == [["a", "b", "c"]]
+
+
+def test_the_cli_starts_without_pydantic() -> None:
+    """`sternway status --json` and `list` must not pay for pydantic at start-up: the models
+    and the converter's pydantic are imported by the commands that use them."""
+    probe = (
+        "import sys, sternway.starter.cli; "
+        "print(sorted({'pydantic', 'sternway.workflows.models'} & set(sys.modules)))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert found == "[]"
 
 
 if __name__ == "__main__":
