@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
@@ -72,6 +73,20 @@ async def test_large_each_runs_in_chunks_and_completes(
     for chunk in fan_job.output["chunks"]:
         chunk_run = await dev_env.client.get_workflow_handle(chunk).describe()
         assert chunk_run.status == WorkflowExecutionStatus.COMPLETED
+    # Nothing was undone, so the chunks are told to end all at once, not one after the other.
+    history = await dev_env.client.get_workflow_handle(handle.run_id).fetch_history()
+    kinds = [e.event_type for e in history.events]
+    told = [
+        i
+        for i, k in enumerate(kinds)
+        if k == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+    ]
+    ended = [
+        i
+        for i, k in enumerate(kinds)
+        if k == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
+    ]
+    assert len(told) == len(ended) == 3 and max(told) < min(ended), kinds
 
 
 async def test_a_later_failure_undoes_every_item_of_every_chunk_once(

@@ -112,6 +112,10 @@ _INFRA_WAIT = timedelta(seconds=1)
 # attempt (same number, same idempotency key); runs recorded before it replay as they ran, when
 # such a re-run was a new attempt.
 _REDELIVERY_PATCH = "redeliver-lost-attempts"
+# Since this patch the chunk runs nothing rolled back are told to end all at once, not one after
+# the other (a round trip each: 20 of them made a 10,000-item each 4 s slower); runs recorded
+# before it replay as they ran.
+_RELEASE_TOGETHER_PATCH = "release-chunks-together"
 _TEMPORAL_CANCEL = "cancel requested through Temporal"
 # An each over more than each.chunk_size items runs in child workflows of that many items, this
 # many at a time, so no history nears Temporal's 51,200 events and no status the 2 MiB limit.
@@ -613,15 +617,35 @@ class _Interpreter:
         for handle in reversed(handles):
             if handle.id in self._chunk_results:
                 continue
-            await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
-            result: ChunkResult = await handle
-            self._chunk_results[handle.id] = result
+            result = await self._finish_chunk(handle, rollback)
             if result.rollback_failed is not None:
                 return result.rollback_failed
         return None
 
+    async def _finish_chunk(
+        self, handle: workflow.ChildWorkflowHandle[Any, ChunkResult], rollback: bool
+    ) -> ChunkResult:
+        """Tell one chunk to undo its items or to end, and wait for its end."""
+        await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
+        result: ChunkResult = await handle
+        self._chunk_results[handle.id] = result
+        return result
+
     async def _release_chunks(self) -> None:
-        """End the chunks nothing rolled back."""
+        """End the chunks nothing rolled back, all at once: nothing is undone, so no order."""
+        left = [h for hs in self._chunks.values() for h in hs if h.id not in self._chunk_results]
+        # Asked only when there are chunks, so that no other run records the patch's marker.
+        if left and workflow.patched(_RELEASE_TOGETHER_PATCH):
+            ends = await asyncio.gather(
+                *(self._finish_chunk(h, rollback=False) for h in left), return_exceptions=True
+            )
+            for handle, end in zip(left, ends, strict=True):
+                if isinstance(end, workflow.NondeterminismError):
+                    raise end
+                if isinstance(end, BaseException):
+                    # Ended by someone else (terminated in the Web UI): nothing left to release.
+                    workflow.logger.warning("chunk run %s did not end as told: %s", handle.id, end)
+            return
         for handles in self._chunks.values():
             await self._finish_chunks(handles, rollback=False)
 
