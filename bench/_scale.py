@@ -1,6 +1,6 @@
-"""Scale points, recorded as figures (no bars, no baseline): one ``each`` over 10,000 items, and
-5,000 open runs waiting for an approval, each in a ``sternway worker`` process of its own so that
-its RSS is the worker's alone.
+"""Scale points, recorded as figures (no bars, no baseline): one ``each`` over 100,000 items
+(listed in the plan, :mod:`bench._listed`), and 5,000 open runs waiting for an approval, each in
+a ``sternway worker`` process of its own so that its RSS is the worker's alone.
 
 The fan-out gives its time to COMPLETED, the worker's peak RSS (``VmHWM``) and the longest history
 of the run and its chunk runs. The waiting runs give the worker's RSS once all of them have been
@@ -17,21 +17,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bench import _actions
+from bench import _actions, _listed
 from bench._fanout import HISTORY_LIMIT, history_lengths
 from bench._harness import BIN, REPO, REQUESTOR, Bench, Result, Row, env_for_cli
 from bench._memory import in_batches, settled_rss, worker_process
 from sternway._client import RunHandle, submit
 
-# 10,000 items: the most an expression's ``range()`` gives (workflows/_expr.py MAX_RANGE), so
-# the most a runbook's ``each`` over ``range(args.n)`` can have; 100,000 ends FAILED, refused.
-SIZES = {"tiny": (300, 30), "full": (10_000, 5_000)}
+# The fan-out's action (its items listed in the plan) and how many runs wait for an approval.
+SIZES = {"tiny": (_listed.LISTED_TINY, 30), "full": (_listed.LISTED, 5_000)}
 
 
 async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
     """One measurement of each (``rounds`` is not used)."""
-    items, waiting = SIZES[size]
-    action = _actions.FAN if size == "full" else _actions.FAN_SMALL_CHUNKS
+    action, waiting = SIZES[size]
+    items = _listed.ITEMS[action]
     log = bench.workdir / "scale-workers.log"
 
     @contextlib.asynccontextmanager
@@ -41,7 +40,7 @@ async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
         queue = f"scale-{name}-{uuid.uuid4().hex[:6]}"
         env = env_for_cli(
             bench.server.address,
-            STERNWAY_MODULES="bench._actions",
+            STERNWAY_MODULES="bench._actions,bench._listed",
             PYTHONPATH=str(REPO),
             STERNWAY_TASK_QUEUE=queue,
         )
@@ -53,12 +52,17 @@ async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
 
     async with warm_worker("fan") as (fan_queue, pid, idle_kib):
         started = time.perf_counter()
-        run_id, status = await bench.sw_run(action, {"n": items}, task_queue=fan_queue)
+        # Not through bench.sw_run: the listed actions are only in the scale workers' registry.
+        handle = await submit(
+            bench.sw_client, action, {}, task_queue=fan_queue, requestor=REQUESTOR
+        )
+        status = await RunHandle(bench.sw_client, handle.run_id).wait()
         fan_seconds = time.perf_counter() - started
         _, fan_peak_kib = await settled_rss(pid)
-    output = status["jobs"][0]["output"]
-    if output["completed"] != items:
-        raise RuntimeError(f"{run_id}: {output['completed']} of {items} items completed")
+    run_id = handle.run_id
+    output = status.job("fan").output
+    if status.state != "COMPLETED" or output["completed"] != items:
+        raise RuntimeError(f"{run_id} ended {status.state}: {output}")
     lengths = await history_lengths(bench.sw_client, [run_id, *output["chunks"]])
 
     async with warm_worker("hold") as (hold_queue, pid, hold_idle_kib):
@@ -100,8 +104,9 @@ async def scale(bench: Bench, size: str, rounds: int | None) -> Result:
                 f"each over {items:,} items: time to COMPLETED",
                 "s",
                 fan_seconds,
-                note=f"{items / fan_seconds:.0f} jobs/s; {len(output['chunks'])} chunk runs; "
-                f"longest history {max(lengths):,} events (limit {HISTORY_LIMIT:,})",
+                note=f"{items / fan_seconds:.0f} jobs/s; items listed in the plan; "
+                f"{len(output['chunks'])} chunk runs; longest history {max(lengths):,} events "
+                f"(limit {HISTORY_LIMIT:,})",
             ),
             Row(
                 "scale",
