@@ -15,17 +15,28 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+from google.protobuf.duration_pb2 import Duration
 from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.namespace.v1 import NamespaceConfig
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, UpdateNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from sternway.workflows._protocol import SEARCH_ATTRIBUTE_REQUESTOR, SEARCH_ATTRIBUTE_STATE
 from sternway.workflows.errors import ArgsError, ServerUnreachable
 
-__all__ = ["SQLITE_PRAGMAS", "DevServer", "register_search_attributes", "temporal_binary"]
+__all__ = [
+    "MIN_RETENTION",
+    "SQLITE_PRAGMAS",
+    "DevServer",
+    "keep_closed_runs",
+    "register_search_attributes",
+    "temporal_binary",
+]
 
 SEARCH_ATTRIBUTES = (SEARCH_ATTRIBUTE_STATE, SEARCH_ATTRIBUTE_REQUESTOR)
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal", "busy_timeout=5000")
@@ -59,6 +70,28 @@ async def register_search_attributes(client: Client) -> None:
                     search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
                 )
             )
+
+
+MIN_RETENTION = timedelta(hours=1)
+"""The shortest retention the dev server accepts for a namespace."""
+
+
+async def keep_closed_runs(client: Client, retention: timedelta | None) -> timedelta:
+    """Set how long the server keeps closed runs of the client's namespace (None: leave it);
+    the retention it has afterwards. Older closed runs are deleted, which bounds the database."""
+    if retention is not None:
+        ttl = Duration()
+        ttl.FromTimedelta(retention)
+        await client.workflow_service.update_namespace(
+            UpdateNamespaceRequest(
+                namespace=client.namespace,
+                config=NamespaceConfig(workflow_execution_retention_ttl=ttl),
+            )
+        )
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=client.namespace)
+    )
+    return described.config.workflow_execution_retention_ttl.ToTimedelta()
 
 
 @dataclass

@@ -801,27 +801,49 @@ async def worker(
     metavar="URL",
     help="remote codec the Web UI uses to decrypt payloads (see `sternway codec-server`)",
 )
+@click.option(
+    "--retention",
+    metavar="DURATION",
+    help="keep closed runs this long, e.g. 24h or 7d (at least 1h; default: the server's, 24h); "
+    "older ones are deleted, which keeps the database small and the server fast",
+)
 @command
 async def dev(
-    session: Session, db: str, port: int, ui_port: int, ui_codec_endpoint: str | None
+    session: Session,
+    db: str,
+    port: int,
+    ui_port: int,
+    ui_codec_endpoint: str | None,
+    retention: str | None,
 ) -> int:
     """Run the embedded Temporal dev server and a worker in the foreground (Ctrl-C stops both)."""
-    from sternway.starter._dev import DevServer, register_search_attributes
+    from sternway.starter._dev import (
+        MIN_RETENTION,
+        DevServer,
+        keep_closed_runs,
+        register_search_attributes,
+    )
+    from sternway.starter._render import duration_text
     from sternway.worker import actions_folders, configure_logging, run_worker
 
     _configure_shell_env(())
     configure_logging()
     if ui_codec_endpoint and not ui_codec_endpoint.startswith(("http://", "https://")):
         raise ArgsError(f"--ui-codec-endpoint {ui_codec_endpoint!r} must be an http(s) URL")
+    keep = duration_option(retention, "--retention")
+    if keep is not None and keep < MIN_RETENTION:
+        raise ArgsError(f"--retention {retention}: the server keeps closed runs at least 1h")
     server = await DevServer.ensure(
         db=Path(db), port=port, ui_port=ui_port, ui_codec_endpoint=ui_codec_endpoint
     )
     try:
         client = await _connect.connect(address=server.address)
         await register_search_attributes(client)
+        kept = await keep_closed_runs(client, keep)
         session.err.print(
             f"Temporal at {server.address} ({'started' if server.process else 'already running'}), "
-            f"Web UI at {server.ui_url}, task queue {session.task_queue}",
+            f"Web UI at {server.ui_url}, task queue {session.task_queue}; closed runs kept "
+            f"{duration_text(kept.total_seconds())}",
             markup=False,
         )
         if ui_port != port + 1000:

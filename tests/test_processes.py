@@ -7,8 +7,11 @@ import json
 import re
 import signal
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -131,8 +134,9 @@ async def test_dev_serves_the_web_ui_and_runs_actions_until_ctrl_c(tmp_path: Pat
     port, ui_port = free_port(), free_port()
     env = cli_env(f"localhost:{port}", "sternway")
     dev = await spawn(
-        env, "dev", "--db", str(tmp_path / "dev.db"), "--port", str(port), "--ui-port", str(ui_port)
-    )
+        env, "dev", "--db", str(tmp_path / "dev.db"),
+        "--port", str(port), "--ui-port", str(ui_port), "--retention", "7d",
+    )  # fmt: skip
     try:
         page = await until_http(f"http://127.0.0.1:{ui_port}/")
         assert "<html" in page.lower()
@@ -142,12 +146,32 @@ async def test_dev_serves_the_web_ui_and_runs_actions_until_ctrl_c(tmp_path: Pat
         )
         status = await asyncio.wait_for(RunHandle(client, handle.run_id).wait(), 60)
         assert status.state == "COMPLETED"
+        namespace = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace="default")
+        )
+        assert namespace.config.workflow_execution_retention_ttl.ToTimedelta() == timedelta(days=7)
     finally:
         dev.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(dev.communicate(), 30)
     assert dev.returncode == 0, err.decode()
     assert f"Web UI at http://localhost:{ui_port}" in err.decode()
+    assert "closed runs kept 7d" in err.decode()
     assert not port_open("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("retention", ["30m", "soon"])
+async def test_dev_refuses_a_retention_it_cannot_set_before_starting_anything(
+    tmp_path: Path, retention: str
+) -> None:
+    port, ui_port = free_port(), free_port()
+    env = cli_env(f"localhost:{port}", "sternway")
+    result = await sternway(
+        env, "dev", "--db", str(tmp_path / "dev.db"),
+        "--port", str(port), "--ui-port", str(ui_port), "--retention", retention,
+    )  # fmt: skip
+    assert result.code == 2, result.out + result.err
+    assert result.err.startswith("error: --retention") and result.err.count("\n") == 1, result.err
+    assert not port_open("127.0.0.1", port) and not (tmp_path / "dev.db").exists()
 
 
 async def test_an_expected_job_failure_is_one_json_log_line(
