@@ -75,8 +75,9 @@ def _saga(name: str, jobs: int) -> Action:
     )
 
 
-def _fan(name: str, chunk_size: int) -> Action:
-    """One no-op job over ``range(args.n)``, ``FAN_CONCURRENCY`` at a time."""
+def fan(name: str, chunk_size: int, items: list[int] | None = None) -> Action:
+    """One no-op job over ``range(args.n)`` (or over ``items``, written out in the plan),
+    ``FAN_CONCURRENCY`` at a time."""
     return Action.from_plan(
         Plan(
             name=name,
@@ -86,7 +87,7 @@ def _fan(name: str, chunk_size: int) -> Action:
                     execute=_noop(i="${{ i }}"),
                     retry=RetrySpec(max_attempts=1),
                     each=EachSpec(
-                        items="${{ range(args.n) | list }}",
+                        items="${{ range(args.n) | list }}" if items is None else items,
                         concurrency=FAN_CONCURRENCY,
                         chunk_size=chunk_size,
                         **{"as": "i"},
@@ -94,7 +95,7 @@ def _fan(name: str, chunk_size: int) -> Action:
                 )
             ],
         ),
-        args_model=FanArgs,
+        args_model=FanArgs if items is None else None,
     )
 
 
@@ -130,8 +131,8 @@ ACTIONS = [
     _chain(CHAIN, 10),
     _chain(ONE, 1),
     _saga(SAGA, 10),
-    _fan(FAN, 500),
-    _fan(FAN_SMALL_CHUNKS, SMALL_CHUNK),
+    fan(FAN, 500),
+    fan(FAN_SMALL_CHUNKS, SMALL_CHUNK),
     _hold(HOLD),
     _keyed(KEYED, locked=False),
     _keyed(LOCKED, locked=True),
