@@ -89,6 +89,47 @@ async def test_large_each_runs_in_chunks_and_completes(
     assert len(told) == len(ended) == 3 and max(told) < min(ended), kinds
 
 
+async def test_a_chunk_run_terminated_after_its_items_does_not_keep_the_run_from_ending(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Someone terminates a chunk run in the Web UI while it waits for the parent's last word:
+    the parent cannot tell it to end, and still completes (there is nothing to undo)."""
+    fan = fan_action("fan-terminated-chunk")
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(
+            dev_env.client, fan.name, {"sleep": {"after": 2.0}}, task_queue=task_queue
+        )
+        await until_started(handle.run_id, "after")
+        await dev_env.client.get_workflow_handle(f"{handle.run_id}/fan/0").terminate("by hand")
+        status = await handle.wait()
+    assert status.state == "COMPLETED", status.error
+    assert status.job("fan").output["completed"] == 12
+    assert rollbacks(handle.run_id) == []
+
+
+async def test_a_chunk_run_terminated_before_its_rollback_fails_the_rollback_naming_the_job(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Its items cannot be undone any more: the run ends ROLLBACK_FAILED naming the each job,
+    after the newer chunks undid theirs, and leaves the jobs before it as they are."""
+    fan = fan_action("fan-terminated-before-rollback")
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(
+            dev_env.client,
+            fan.name,
+            {"sleep": {"after": 2.0}, "fail": {"after": 99}},
+            task_queue=task_queue,
+        )
+        await until_started(handle.run_id, "after")
+        await dev_env.client.get_workflow_handle(f"{handle.run_id}/fan/0").terminate("by hand")
+        status = await handle.wait()
+    assert status.state == "ROLLBACK_FAILED", status.error
+    assert status.job("fan").state == "ROLLBACK_FAILED"
+    undone = rollbacks(handle.run_id)
+    assert undone[0] == "after" and "before" not in undone
+    assert sorted(undone[1:]) == instances()[5:]  # chunks 2 and 1; chunk 0 was terminated
+
+
 async def test_a_later_failure_undoes_every_item_of_every_chunk_once(
     dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:

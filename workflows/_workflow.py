@@ -626,8 +626,23 @@ class _Interpreter:
         self, handle: workflow.ChildWorkflowHandle[Any, ChunkResult], rollback: bool
     ) -> ChunkResult:
         """Tell one chunk to undo its items or to end, and wait for its end."""
-        await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
-        result: ChunkResult = await handle
+        try:
+            await handle.signal(Handler.FINISH, ChunkFinish(rollback=rollback))
+            result: ChunkResult = await handle
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            # Ended by someone else (terminated in the Web UI): its items were not undone, which
+            # only matters when they had to be.
+            workflow.logger.warning("chunk run %s ended before it was told: %s", handle.id, err)
+            scope, spec = self._chunk_owner[handle.id]
+            result = ChunkResult(
+                rollback_failed=scope.prefix + spec.name if rollback else None,
+                error=ErrorInfo(
+                    type=ErrorType.CHILD_FAILED,
+                    message=f"chunk run {handle.id} ended before it was told to: {err}",
+                ),
+            )
         self._chunk_results[handle.id] = result
         return result
 
@@ -636,15 +651,7 @@ class _Interpreter:
         left = [h for hs in self._chunks.values() for h in hs if h.id not in self._chunk_results]
         # Asked only when there are chunks, so that no other run records the patch's marker.
         if left and workflow.patched(_RELEASE_TOGETHER_PATCH):
-            ends = await asyncio.gather(
-                *(self._finish_chunk(h, rollback=False) for h in left), return_exceptions=True
-            )
-            for handle, end in zip(left, ends, strict=True):
-                if isinstance(end, workflow.NondeterminismError):
-                    raise end
-                if isinstance(end, BaseException):
-                    # Ended by someone else (terminated in the Web UI): nothing left to release.
-                    workflow.logger.warning("chunk run %s did not end as told: %s", handle.id, end)
+            await asyncio.gather(*(self._finish_chunk(h, rollback=False) for h in left))
             return
         for handles in self._chunks.values():
             await self._finish_chunks(handles, rollback=False)
