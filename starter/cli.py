@@ -845,6 +845,7 @@ async def dev(
             f"Web UI at {server.ui_url}, task queue {session.task_queue}; closed runs kept "
             f"{duration_text(kept.total_seconds())}",
             markup=False,
+            soft_wrap=True,  # one line, however narrow: scripts and logs grep it
         )
         if ui_port != port + 1000:
             session.err.print(
