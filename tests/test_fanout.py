@@ -125,6 +125,8 @@ async def test_a_chunk_run_terminated_before_its_rollback_fails_the_rollback_nam
         status = await handle.wait()
     assert status.state == "ROLLBACK_FAILED", status.error
     assert status.job("fan").state == "ROLLBACK_FAILED"
+    assert status.error is not None
+    assert f"chunk run {handle.run_id}/fan/0 ended before it could undo" in status.error.message
     undone = rollbacks(handle.run_id)
     assert undone[0] == "after" and "before" not in undone
     assert sorted(undone[1:]) == instances()[5:]  # chunks 2 and 1; chunk 0 was terminated

@@ -635,14 +635,19 @@ class _Interpreter:
             # Ended by someone else (terminated in the Web UI): its items were not undone, which
             # only matters when they had to be.
             workflow.logger.warning("chunk run %s ended before it was told: %s", handle.id, err)
-            scope, spec = self._chunk_owner[handle.id]
-            result = ChunkResult(
-                rollback_failed=scope.prefix + spec.name if rollback else None,
-                error=ErrorInfo(
-                    type=ErrorType.CHILD_FAILED,
-                    message=f"chunk run {handle.id} ended before it was told to: {err}",
-                ),
-            )
+            result = ChunkResult()
+            if rollback:
+                scope, spec = self._chunk_owner[handle.id]
+                job = result.rollback_failed = scope.prefix + spec.name
+                # Where the run's final error looks for why the job's rollback failed.
+                self._ledger.jobs[job].rollback = RollbackStatus(
+                    state=JobState.ROLLBACK_FAILED,
+                    error=ErrorInfo(
+                        type=ErrorType.CHILD_FAILED,
+                        message=f"chunk run {handle.id} ended before it could undo its items: "
+                        f"{err}",
+                    ),
+                )
         self._chunk_results[handle.id] = result
         return result
 
