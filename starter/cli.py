@@ -832,7 +832,8 @@ async def dev(
         raise ArgsError(f"--ui-codec-endpoint {ui_codec_endpoint!r} must be an http(s) URL")
     keep = duration_option(retention, "--retention")
     if keep is not None and keep < MIN_RETENTION:
-        raise ArgsError(f"--retention {retention}: the server keeps closed runs at least 1h")
+        least = duration_text(MIN_RETENTION.total_seconds())
+        raise ArgsError(f"--retention {retention}: the server keeps closed runs at least {least}")
     server = await DevServer.ensure(
         db=Path(db), port=port, ui_port=ui_port, ui_codec_endpoint=ui_codec_endpoint
     )
