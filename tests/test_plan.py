@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
@@ -85,7 +85,16 @@ def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(timedelta(seconds=seconds)) == seconds
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", float("nan"), float("inf"), 1e400])
+def test_parse_duration_refuses_what_is_not_a_finite_number(value: object) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(value)
+
+
 @given(st.text(max_size=12))
+@example("NAN")  # float() reads these: found by this test in CI
+@example("-inf")
+@example("Infinity")
 def test_parse_duration_only_raises_value_error(text: str) -> None:
     try:
         assert parse_duration(text) >= 0

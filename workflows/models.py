@@ -10,6 +10,7 @@ Nothing here does I/O: the module is passed through the workflow sandbox.
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -186,6 +187,9 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
     else:
         raise ValueError(f"not a duration: {value!r}")
+    if not math.isfinite(seconds):
+        # float() reads "nan" and "inf": no timer or timeout can be made of them.
+        raise ValueError(f"not a duration: {value!r} (a finite number of seconds)")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative: {value!r}")
     return seconds
