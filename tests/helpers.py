@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -51,11 +52,25 @@ async def until_started(run_id: str, job: str, attempt: int = 1, timeout: float 
         await asyncio.sleep(0.05)
 
 
+# Ports are drawn below the kernel's ephemeral range (32768-60999 by default): a port from
+# bind(0) comes from that range, which every outgoing connection also draws from, so one could
+# be taken between here and the server's own bind (seen in CI: "bind: address already in use"
+# for a dev server's Web UI port).
+_PORTS = range(20_000, 32_768)
+_PICK = random.SystemRandom()
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on right now, outside the ephemeral range."""
+    for _ in range(200):
+        port = _PICK.choice(_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 async def workflow_task_failures(client: Client, run_id: str) -> list[str]:
