@@ -157,6 +157,29 @@ async def test_a_later_failure_undoes_every_item_of_every_chunk_once(
     assert status.job("fan").state == "ROLLED_BACK"
 
 
+async def test_an_item_whose_rollback_fails_is_named_with_its_error(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """The run ends ROLLBACK_FAILED naming the item, and says why its rollback failed (the
+    error is the chunk run's: the parent only hears which item it was)."""
+    fan = fan_action("fan-item-rollback-fails")
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(
+            dev_env.client,
+            fan.name,
+            {"fail": {"after": 99}, "rollback_fail": ["fan[i07]"]},
+            task_queue=task_queue,
+        )
+        status = await handle.wait()
+    assert status.state == "ROLLBACK_FAILED", status.error
+    assert status.error is not None and status.error.job == "fan[i07]"
+    assert "rollback of fan[i07] failed" in status.error.message, status.error.message
+    assert "unknown error" not in status.error.message
+    # The item's rollback ran; undoing halted there, so the job before the each was left.
+    undone = rollbacks(handle.run_id)
+    assert "fan[i07]" in undone and "before" not in undone
+
+
 async def test_a_failing_item_stops_the_other_chunks_and_undoes_what_started(
     dev_env: WorkflowEnvironment, task_queue: str
 ) -> None:

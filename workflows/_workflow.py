@@ -611,15 +611,16 @@ class _Interpreter:
 
     async def _finish_chunks(
         self, handles: list[workflow.ChildWorkflowHandle[Any, ChunkResult]], rollback: bool
-    ) -> str | None:
-        """Tell chunks, newest first, to undo their items or to end; the item that could not be
-        undone, if any (then the older chunks are left as they are)."""
+    ) -> ChunkResult | None:
+        """Tell chunks, newest first, to undo their items or to end; the result of the chunk
+        with an item that could not be undone, if any (then the older chunks are left as they
+        are)."""
         for handle in reversed(handles):
             if handle.id in self._chunk_results:
                 continue
             result = await self._finish_chunk(handle, rollback)
             if result.rollback_failed is not None:
-                return result.rollback_failed
+                return result
         return None
 
     async def _finish_chunk(
@@ -1137,9 +1138,13 @@ class _Interpreter:
                 self._ledger.jobs[name].state = (
                     JobState.ROLLED_BACK if failed is None else JobState.ROLLBACK_FAILED
                 )
-                if failed is not None:
-                    self._rollback_failed = failed
-                    self._ledger.jobs.setdefault(failed, JobStatus(name=failed))
+                if failed is not None and failed.rollback_failed is not None:
+                    item = self._rollback_failed = failed.rollback_failed
+                    # The item's status, with why its rollback failed, is the chunk run's;
+                    # chunks of runs before it was carried (None) give an empty one, as before.
+                    if failed.failed_item is not None:
+                        self._ledger.jobs[item] = failed.failed_item
+                    self._ledger.jobs.setdefault(item, JobStatus(name=item))
                     return False
                 continue
             if name in self._children:
@@ -1698,7 +1703,12 @@ class ChunkWorkflow(_Interpreter):
         if self._chunk_finish is not None and self._chunk_finish.rollback:
             await self._shielded(asyncio.create_task(self._rollback_all()))
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return ChunkResult(rollback_failed=self._rollback_failed, error=self._failure)
+        failed = self._rollback_failed
+        return ChunkResult(
+            rollback_failed=failed,
+            error=self._failure,
+            failed_item=self._ledger.jobs.get(failed) if failed is not None else None,
+        )
 
 
 def _child_error(child_id: str, err: ChildWorkflowError) -> ErrorInfo:

@@ -713,10 +713,12 @@ class ChunkFinish(_Compact):
 
 
 class ChunkResult(_Compact):
-    """How a chunk ended: the item whose rollback failed for good, if one did."""
+    """How a chunk ended: the item whose rollback failed for good, if one did, and that item's
+    status (why its rollback failed: the parent's own status knows nothing of the item)."""
 
     rollback_failed: str | None = None
     error: ErrorInfo | None = None
+    failed_item: JobStatus | None = None
 
 
 class LockRequest(_Compact):
