@@ -656,6 +656,14 @@ async def list_command(
             {"runs": [r.to_json() for r in runs], "next_page_token": encoded},
         )
         return 0
+    if not runs:
+        # As kubectl says "No resources found": an empty table would look like a broken command,
+        # and a mistyped filter (--action deploy-stie) would pass for "nothing ran".
+        filtered = any(v is not None for v in (action, state, requestor, since, until))
+        session.err.print(
+            "no runs match these filters" if filtered else "no runs yet", markup=False
+        )
+        return 0
     from rich.table import Table
 
     from sternway.starter._render import state_text

@@ -154,6 +154,10 @@ async def test_list_filters_by_state_action_requestor_and_time(
     assert [r["run_id"] for r in rest.json()["runs"]] == [ok_id]
     table = await sternway(env, "list", "--requestor", who)
     assert bad_id in table.out and "FAILED" in table.out
+    # A mistyped filter says so, rather than printing an empty table.
+    typo = await sternway(env, "list", "--requestor", who, "--action", "deploy-stie")
+    assert typo.code == 0 and typo.out == "", typo.out
+    assert typo.err.strip() == "no runs match these filters"
 
 
 async def test_retry_creates_a_linked_run(
