@@ -639,15 +639,10 @@ class _Interpreter:
             result = ChunkResult()
             if rollback:
                 scope, spec = self._chunk_owner[handle.id]
-                job = result.rollback_failed = scope.prefix + spec.name
-                # Where the run's final error looks for why the job's rollback failed.
-                self._ledger.jobs[job].rollback = RollbackStatus(
-                    state=JobState.ROLLBACK_FAILED,
-                    error=ErrorInfo(
-                        type=ErrorType.CHILD_FAILED,
-                        message=f"chunk run {handle.id} ended before it could undo its items: "
-                        f"{err}",
-                    ),
+                result.rollback_failed = scope.prefix + spec.name
+                result.rollback_error = ErrorInfo(
+                    type=ErrorType.CHILD_FAILED,
+                    message=f"chunk run {handle.id} ended before it could undo its items: {err}",
                 )
         self._chunk_results[handle.id] = result
         return result
@@ -1139,12 +1134,15 @@ class _Interpreter:
                     JobState.ROLLED_BACK if failed is None else JobState.ROLLBACK_FAILED
                 )
                 if failed is not None and failed.rollback_failed is not None:
-                    item = self._rollback_failed = failed.rollback_failed
-                    # The item's status, with why its rollback failed, is the chunk run's;
-                    # chunks of runs before it was carried (None) give an empty one, as before.
-                    if failed.failed_item is not None:
-                        self._ledger.jobs[item] = failed.failed_item
-                    self._ledger.jobs.setdefault(item, JobStatus(name=item))
+                    job = self._rollback_failed = failed.rollback_failed
+                    # Recorded where the run's final error looks for why a rollback failed (a
+                    # chunk's item has no entry of its own here). Results of chunks from before
+                    # the cause was carried have none: the error then says "unknown error".
+                    entry = self._ledger.jobs.setdefault(job, JobStatus(name=job))
+                    if failed.rollback_error is not None:
+                        entry.rollback = RollbackStatus(
+                            state=JobState.ROLLBACK_FAILED, error=failed.rollback_error
+                        )
                     return False
                 continue
             if name in self._children:
@@ -1704,10 +1702,11 @@ class ChunkWorkflow(_Interpreter):
             await self._shielded(asyncio.create_task(self._rollback_all()))
         await workflow.wait_condition(workflow.all_handlers_finished)
         failed = self._rollback_failed
+        rollback = self._ledger.jobs[failed].rollback if failed is not None else None
         return ChunkResult(
             rollback_failed=failed,
             error=self._failure,
-            failed_item=self._ledger.jobs.get(failed) if failed is not None else None,
+            rollback_error=rollback.error if rollback is not None else None,
         )
 
 

@@ -713,12 +713,12 @@ class ChunkFinish(_Compact):
 
 
 class ChunkResult(_Compact):
-    """How a chunk ended: the item whose rollback failed for good, if one did, and that item's
-    status (why its rollback failed: the parent's own status knows nothing of the item)."""
+    """How a chunk ended: the job whose rollback failed for good, if one did, and why (the
+    parent's final error quotes it; the parent's own status knows nothing of a chunk's items)."""
 
     rollback_failed: str | None = None
     error: ErrorInfo | None = None
-    failed_item: JobStatus | None = None
+    rollback_error: ErrorInfo | None = None
 
 
 class LockRequest(_Compact):
