@@ -25,12 +25,12 @@ from types import TracebackType
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench import _bare
 from bench._actions import ACTIONS
 from sternway._client import submit
+from sternway.codec import data_converter
 from sternway.starter._dev import DevServer
 from sternway.worker import configure_logging, create_worker, worker_settings
 from sternway.workflows._actions import Registry
@@ -195,9 +195,8 @@ class Bench:
         # Worker and SDK logs of both sides go to a file, at the levels a worker runs with.
         configure_logging(json=True, stream=(self.workdir / "bench.log").open("a"))
         self.server = await self.start_server("wal")
-        self.sw_client = await Client.connect(
-            self.server.address, data_converter=pydantic_data_converter
-        )
+        # The converter `sternway worker` and the CLI use when no codec key is set.
+        self.sw_client = await Client.connect(self.server.address, data_converter=data_converter())
         self.bare_client = await Client.connect(self.server.address)
         await self._stack.enter_async_context(
             create_worker(self.sw_client, self.registry, task_queue=SW_QUEUE)

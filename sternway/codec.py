@@ -32,7 +32,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
@@ -241,17 +241,21 @@ class _PydanticOnDemand(PayloadConverter):
     It writes and reads the same payloads; what it saves is the import of pydantic (a fifth of
     a fresh process's time) in the commands that convert no value: ``sternway list`` and
     ``sternway status --json`` (which reads the status as raw JSON).
+
+    One converter serves every instance. The SDK makes a new payload converter for every
+    workflow activation, and pydantic's keeps its type adapters per instance: a converter of
+    its own for each would build them again for every value it reads.
     """
 
-    def __init__(self) -> None:
-        self._converter: PayloadConverter | None = None
+    _shared: ClassVar[PayloadConverter | None] = None
 
-    def _built(self) -> PayloadConverter:
-        if self._converter is None:
+    @classmethod
+    def _built(cls) -> PayloadConverter:
+        if cls._shared is None:
             from temporalio.contrib.pydantic import PydanticPayloadConverter
 
-            self._converter = PydanticPayloadConverter()
-        return self._converter
+            cls._shared = PydanticPayloadConverter()
+        return cls._shared
 
     def to_payloads(self, values: Sequence[Any]) -> list[Payload]:
         """Each value as a payload (pydantic JSON for models and plain values alike)."""

@@ -248,6 +248,32 @@ def test_keys_from_a_file_and_no_key_means_no_encryption(tmp_path: Path) -> None
     )
 
 
+def test_a_new_converter_reads_with_the_type_adapters_already_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK builds a payload converter for every workflow activation. Sternway's share one
+    pydantic converter, so a status read once is read again without building its validator."""
+    from pydantic import TypeAdapter
+
+    from sternway.workflows.models import JobStatus, RunStatus
+
+    status = RunStatus(run_id="r-1", action="a", jobs=[JobStatus(name="j")])
+    payload = data_converter(None).payload_converter.to_payload(status)
+    assert payload is not None
+    assert data_converter(None).payload_converter.from_payload(payload, RunStatus) == status
+    built: list[object] = []
+    build = TypeAdapter.__init__
+
+    def counted(self: TypeAdapter[Any], *args: Any, **kwargs: Any) -> None:
+        built.append(args[0] if args else kwargs.get("type"))
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(TypeAdapter, "__init__", counted)
+    for _ in range(3):  # three activations: three new converters
+        assert data_converter(None).payload_converter.from_payload(payload, RunStatus) == status
+    assert built == []
+
+
 async def test_the_codec_server_wants_its_host_and_token_and_gives_any_origin_no_credentials() -> (
     None
 ):
