@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
 
 from sternway.workflows._protocol import CHUNK_WORKFLOW
 from sternway.workflows._workflow import ActionWorkflow, ChunkWorkflow
-from sternway.workflows.models import ChunkInput, ChunkResult, RunState, RunStatus
+from sternway.workflows.models import ChunkInput, ChunkResult, RunState
 
 
 @workflow.defn(dynamic=True)
@@ -24,7 +25,7 @@ class ExtraTimerWorkflow(ActionWorkflow):
     """Waits a moment before it starts: a timer that no recorded history has."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> dict[str, Any]:
         """Sleep, then run as usual."""
         await workflow.sleep(0.01)
         return await super().run(raw)
@@ -46,7 +47,7 @@ class OldestFirstRollbackWorkflow(ActionWorkflow):
     """Rolls jobs back oldest first: the rollback activities come in another order."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> dict[str, Any]:
         """Run as usual."""
         return await super().run(raw)
 
@@ -68,7 +69,7 @@ class WallClockWorkflow(ActionWorkflow):
     """
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> dict[str, Any]:
         """Run as usual."""
         return await super().run(raw)
 

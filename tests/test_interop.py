@@ -7,10 +7,12 @@ import json
 import uuid
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import RunHandle
+from sternway.workflows.models import RunStatus
 from tests.cli import temporal
 from tests.conftest import WorkerFactory
 from tests.helpers import rollbacks, until_started
@@ -41,6 +43,9 @@ async def test_start_and_query_with_the_official_cli(
     async with worker_for(dev_env.client):
         run_id = await start(address, task_queue, "test-chain3", {})
         status = await RunHandle(dev_env.client, run_id).wait()
+        answered = await dev_env.client.get_workflow_handle(run_id).query(
+            "status", result_type=RunStatus
+        )
         queried = await temporal(
             address, "workflow", "query", "--workflow-id", run_id, "--name", "status", "-o", "json"
         )
@@ -50,6 +55,10 @@ async def test_start_and_query_with_the_official_cli(
     body = answer["queryResult"][0] if "queryResult" in answer else answer
     assert body["state"] == "COMPLETED" and body["requestor"] == "temporal-cli"
     assert [j["name"] for j in body["jobs"]] == ["j1", "j2", "j3"]
+    # The result is the status the query answers, without its null fields (docs/semantics.md).
+    result = await dev_env.client.get_workflow_handle(run_id).result()
+    assert "error" not in result and None not in result["jobs"][0].values()
+    assert RunStatus.model_validate(result) == answered
 
 
 async def test_signal_stop_rolls_back(
@@ -67,6 +76,14 @@ async def test_signal_stop_rolls_back(
     assert status.state == "STOPPED"
     assert status.error is not None and status.error.message == "from the temporal CLI"
     assert rollbacks(run_id) == ["j2", "j1"]
+    # A run that did not complete carries its final status in its failure, null fields left out.
+    with pytest.raises(WorkflowFailureError) as failed:
+        await dev_env.client.get_workflow_handle(run_id).result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RunStopped"
+    details = cause.details[0]
+    assert details["state"] == "STOPPED" and "ui_url" not in details
+    assert RunStatus.model_validate(details) == status.model_copy(update={"ui_url": None})
 
 
 async def test_cancel_rolls_back(

@@ -261,7 +261,7 @@ class _Interpreter:
                 lambda: True,
             )
 
-    async def _reject(self, kind: str, message: str) -> RunStatus:
+    async def _reject(self, kind: str, message: str) -> dict[str, Any]:
         """End a run that cannot start (bad input or args): nothing ran, nothing to undo."""
         self._failure = ErrorInfo(reason=Reason.REJECTED, type=kind, message=message)
         return await self._finish()
@@ -1232,7 +1232,7 @@ class _Interpreter:
 
     # --------------------------------------------------------------------------------- finish
 
-    async def _finish(self) -> RunStatus:
+    async def _finish(self) -> dict[str, Any]:
         error: ErrorInfo | None
         if self._rollback_failed is not None:
             state = RunState.ROLLBACK_FAILED
@@ -1257,14 +1257,14 @@ class _Interpreter:
         await workflow.wait_condition(workflow.all_handlers_finished)
         final = self.status()
         if state == RunState.COMPLETED:
-            return final
+            return final.as_result()
         message = final.error.message if final.error else state.value
         if state == RunState.STOPPED and self._cancel_requested:
             raise CancelledError(message)
         kinds = {RunState.FAILED: "RunFailed", RunState.STOPPED: "RunStopped"}
         # The final status rides in the failure so it can be read with no worker running.
         raise ApplicationError(
-            message, final, type=kinds.get(state, "RollbackFailed"), non_retryable=True
+            message, final.as_result(), type=kinds.get(state, "RollbackFailed"), non_retryable=True
         )
 
     def _set_state(self, state: RunState) -> None:
@@ -1525,7 +1525,7 @@ class ActionWorkflow(_Interpreter):
     """Runs any action: the workflow type names the action, the plan comes from the registry."""
 
     @workflow.run
-    async def run(self, raw: Sequence[RawValue]) -> RunStatus:
+    async def run(self, raw: Sequence[RawValue]) -> dict[str, Any]:
         """Run the action to a terminal state; the result is the final status."""
         try:
             inp = (

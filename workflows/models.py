@@ -659,6 +659,12 @@ class RunStatus(_Model):
                 return job
         raise KeyError(name)
 
+    def as_result(self) -> dict[str, Any]:
+        """The status as a closed run's result (or its failure's details) records it: the same
+        JSON without the fields that are null, which reads back as the same status. The final
+        status is the largest event of most runs' histories; this makes it a quarter smaller."""
+        return self.model_dump(mode="json", exclude_none=True)
+
 
 class StopCommand(_Model):
     """Payload of the ``stop`` update and signal."""
