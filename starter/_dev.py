@@ -31,6 +31,7 @@ from sternway.workflows.errors import ArgsError, ServerUnreachable
 
 __all__ = [
     "MIN_RETENTION",
+    "SERVER_SETTINGS",
     "SQLITE_PRAGMAS",
     "DevServer",
     "keep_closed_runs",
@@ -40,6 +41,14 @@ __all__ = [
 
 SEARCH_ATTRIBUTES = (SEARCH_ATTRIBUTE_STATE, SEARCH_ATTRIBUTE_REQUESTOR)
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal", "busy_timeout=5000")
+SERVER_SETTINGS = ("history.timerTaskBatchSize=1000",)
+"""Dynamic config of the embedded server (``--dynamic-config-value``).
+
+Every workflow task and activity leaves a timer (its timeout) that the server's timer queue
+reads back once it is due, by default 100 per query. Under a sustained load the queue fell
+behind, and as the due timers piled up each query walked over the pile again (SQLite cannot
+use its lower bound): with 2 CPUs at about 150 jobs/s, 28,000 due timers after 2,400 runs and
+a quarter less throughput. Read 1,000 at a time, it keeps up (docs/BENCHMARKS.md, "Aging")."""
 
 
 def temporal_binary() -> str:
@@ -154,6 +163,8 @@ class DevServer:
             argv += ["--search-attribute", f"{name}=Keyword"]
         for pragma in pragmas:
             argv += ["--sqlite-pragma", pragma]
+        for setting in SERVER_SETTINGS:
+            argv += ["--dynamic-config-value", setting]
         if ui_codec_endpoint:
             argv += ["--ui-codec-endpoint", ui_codec_endpoint]
         # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.

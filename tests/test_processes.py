@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from sternway import RunHandle, submit
-from sternway.starter._dev import port_open
+from sternway.starter._dev import SERVER_SETTINGS, SQLITE_PRAGMAS, port_open
 from tests.cli import BIN, REPO, cli_env, sternway
 from tests.helpers import free_port, wait_for
 
@@ -107,6 +107,19 @@ async def test_demo_runs_a_sample_action_to_completion(tmp_path: Path) -> None:
     assert not port_open("127.0.0.1", port)  # the demo stopped the server it started
 
 
+def _child_command_lines(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    lines = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                lines.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError, IndexError):
+            continue  # not a process, or gone meanwhile
+    return lines
+
+
 async def test_demo_reuses_a_running_dev_server(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     env = cli_env(f"localhost:{port}", "sternway")
@@ -124,6 +137,13 @@ async def test_demo_reuses_a_running_dev_server(tmp_path: Path) -> None:
         )
         assert re.search(link, demo.out), demo.out
         assert port_open("127.0.0.1", port)  # the demo left the server it found running
+        # The embedded server runs with Sternway's SQLite pragmas and dynamic config.
+        server = _child_command_lines(dev.pid)
+        assert len(server) == 1 and "start-dev" in server[0], server
+        for pragma in SQLITE_PRAGMAS:
+            assert f"--sqlite-pragma {pragma}" in server[0]
+        for setting in SERVER_SETTINGS:
+            assert f"--dynamic-config-value {setting}" in server[0]
     finally:
         dev.send_signal(signal.SIGINT)
         await asyncio.wait_for(dev.communicate(), 30)
