@@ -137,3 +137,57 @@ def test_plans_are_recorded_without_their_defaults_and_read_back_whole() -> None
         for default in (b'"ref":null', b'"continue_on_error":false', b'"pre":[]', b'"each":null'):
             assert default not in payload.data, (action.name, default)
         assert converter.from_payloads([payload], [ResolvedRun])[0] == resolved, action.name
+
+
+_USER_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    args=st.dictionaries(st.text(max_size=6), _USER_JSON, max_size=3),
+    output=_USER_JSON,
+    failed=st.booleans(),
+)
+@example(args={"token": None}, output={"deps": [], "note": None}, failed=True)
+def test_a_final_status_leaves_out_its_null_fields_and_reads_back_whole(
+    args: dict[str, object], output: object, failed: bool
+) -> None:
+    """A closed run's result drops the status's null fields, never a null inside what a user
+    gave or a job returned, and reads back as the status the query answers."""
+    from datetime import UTC, datetime
+
+    from sternway.workflows.models import (
+        AttemptLog,
+        ErrorInfo,
+        JobStatus,
+        RollbackStatus,
+        RunStatus,
+    )
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    error = ErrorInfo(message="boom") if failed else None
+    status = RunStatus(
+        run_id="r",
+        action="a",
+        args=args,
+        error=error,
+        jobs=[
+            JobStatus(
+                name="j",
+                output=output,
+                error=error,
+                rollback=RollbackStatus(error=error) if failed else None,
+                log=[AttemptLog(attempt=1, started_at=when, error=error)],
+            )
+        ],
+    )
+    result = status.as_result()
+    assert result["args"] == status.model_dump(mode="json")["args"]
+    assert ("output" in result["jobs"][0]) == (output is not None)
+    assert "ui_url" not in result and "exit_code" not in result["jobs"][0]["log"][0]
+    assert RunStatus.model_validate(result) == status
