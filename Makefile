@@ -55,6 +55,7 @@ test: system lint pytest
 # The long property run of tests/test_property.py: 5,000 generated runs (STERNWAY_FUZZ_SEED picks
 # other ones). `make test` runs 500 of them.
 fuzz: $(STAMP)
+	STERNWAY_HYPOTHESIS=explore $(BIN)/pytest -q tests/test_fuzz.py tests/test_runbook.py tests/test_plan.py tests/test_expr_bounds.py
 	STERNWAY_FUZZ_RUNS=$${STERNWAY_FUZZ_RUNS:-5000} $(BIN)/pytest -m fuzz -s -p no:logging tests/test_property.py
 
 # constraints.txt pins every package of the worker image (Dockerfile) to the version the tests

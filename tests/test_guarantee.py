@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -24,7 +26,6 @@ from sternway.workflows.models import (
     MAX_ATTEMPTS,
     MAX_COMMENT_CHARS,
     MAX_STATUS_BYTES,
-    RunInput,
     RunStatus,
     bounded_status,
 )
@@ -165,19 +166,37 @@ async def test_args_over_budget_are_refused_at_submit(
     assert listed.code == 3, listed  # nothing started
 
 
-async def test_args_over_budget_sent_past_the_cli_reject_the_run_before_its_plan(
-    ts_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
+@pytest.mark.parametrize(
+    ("args", "error_type", "message"),
+    [
+        # Over the budget, under Temporal's 2 MiB.
+        ({"sleep": {f"k{i}": 0 for i in range(40_000)}}, "TooLarge", "bytes"),
+        # Python's JSON writes these as Infinity / NaN, which no other reader accepts.
+        ({"fail": {"x": [1.0, float("-inf")]}}, "InvalidInput", "args.fail.x[1] is -inf"),
+        ({"sleep": float("nan")}, "InvalidInput", "args.sleep is nan"),
+    ],
+)
+async def test_args_the_cli_refuses_sent_past_it_reject_the_run_before_its_plan(
+    ts_env: WorkflowEnvironment,
+    worker_for: WorkerFactory,
+    task_queue: str,
+    args: dict[str, Any],
+    error_type: str,
+    message: str,
 ) -> None:
     client = ts_env.client
-    big = {"sleep": {f"k{i}": 0 for i in range(40_000)}}  # over the budget, under 2 MiB
     async with worker_for(client):
+        with pytest.raises(ArgsError, match=re.escape(message)):
+            await submit(client, "test-chain3", args, task_queue=task_queue)
+        # As a plain object: RunInput would write a non-finite number as null on the way out.
         raw = await client.start_workflow(
-            "test-chain3", RunInput(args=big), id="big-args", task_queue=task_queue
+            "test-chain3", {"args": args}, id="refused-args", task_queue=task_queue
         )
         handle = RunHandle(client, raw.id)
         status = await ended(client, handle)
     assert status.state == "FAILED"
-    assert status.error is not None and status.error.type == "TooLarge"
+    assert status.error is not None and status.error.type == error_type
+    assert message in status.error.message
     assert status.error.reason == "rejected"
     assert all(job.attempts == 0 for job in status.jobs)
 

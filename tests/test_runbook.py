@@ -435,6 +435,17 @@ INVALID = [
     ),
     ("name: x\njobs: &a\n  - *a\n", "2 jobs[0]: an alias refers to a node that contains it"),
     (
+        "name: x\njobs:\n  - name: a\n    run: noop\n    with: {limit: -.inf}\n",
+        "5 jobs[0].with.limit: -.inf is not a finite number, and JSON (a run's plan and args) "
+        "has no infinity or NaN: quote it ('-.inf') if it is text",
+    ),
+    (
+        "name: x\nargs:\n  optional:\n    - {name: n, type: float, default: .NaN}\n"
+        "jobs: [{name: a, run: noop}]\n",
+        "4 args.optional[0].default: .NaN is not a finite number, and JSON (a run's plan and "
+        "args) has no infinity or NaN: quote it ('.NaN') if it is text",
+    ),
+    (
         "name: !foo x\njobs: []\n",
         "1 document: invalid YAML at column 7: could not determine a "
         "constructor for the tag '!foo'",
@@ -756,14 +767,15 @@ def test_yaml_conveniences_merge_keys_and_plain_values() -> None:
               - name: b
                 run: noop
                 retry: {<<: *retry, max_attempts: 5}
-                with: {when: 2024-01-02, on: yes}
+                with: {when: 2024-01-02, on: yes, text: '.inf', .nan: 1.0e+3}
             """
         ),
         "m.yaml",
     )
     b = merged.plan.job("b")
     assert (b.retry.max_attempts, b.retry.initial_interval) == (5, 2.0)
-    assert b.execute is not None and b.execute.with_ == {"when": "2024-01-02", "on": True}
+    assert b.execute is not None
+    assert b.execute.with_ == {"when": "2024-01-02", "on": True, "text": ".inf", ".nan": 1000.0}
 
 
 # ------------------------------------------------------------------- the shipped runbooks
@@ -986,6 +998,24 @@ async def test_cli_validates_runbook_files(env: dict[str, str], tmp_path: Path) 
     )
     clean(bad_args)
     assert bad_args.code == 2 and "arg 'service' of 'rolling-restart' is static" in bad_args.err
+    numbers = tmp_path / "numbers.yaml"
+    numbers.write_text(
+        "name: numbers\nargs:\n  optional:\n    - {name: n, type: float, default: 1.5}\n"
+        "jobs: [{name: a, run: noop}]\n"
+    )
+    args_file = tmp_path / "args.yaml"
+    args_file.write_text("n: -.inf\n")
+    for options, where in (
+        (["--arg", "n=nan"], "args.n is nan"),
+        (["--arg", "n=-Infinity"], "args.n is -inf"),
+        (["--args-file", str(args_file)], "args.n is -inf"),
+    ):
+        refused = await sternway(env, "validate", str(numbers), *options)
+        clean(refused)
+        assert refused.code == 2, refused
+        assert refused.err.strip() == (
+            f"error: {where}: JSON has no infinity or NaN, so a run's args cannot hold it"
+        )
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(

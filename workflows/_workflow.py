@@ -95,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
         StopCommand,
         SuspendCommand,
         item_keys,
+        non_finite,
         parse_duration,
         secret_values,
     )
@@ -702,7 +703,9 @@ class _Interpreter:
                 )
             ),
         )
-        await self._task_room(encoded_size(child_input, f"the args of {name!r}", MAX_ARGS_BYTES))
+        await self._task_room(
+            encoded_size(child_input, f"the args payload of {name!r}", MAX_ARGS_BYTES)
+        )
         self._ledger.begin(name, job)
         child_id = f"{self._ledger.status.run_id}/{name}"
         handle = await workflow.start_child_workflow(
@@ -1537,9 +1540,12 @@ class ActionWorkflow(_Interpreter):
             return await self._reject("InvalidInput", f"the run input is not valid: {err}")
         try:
             # Checked before the plan (which holds the args) is recorded.
-            encoded_size(inp.args, "the args", MAX_ARGS_BYTES)
+            encoded_size(inp.args, "the args payload", MAX_ARGS_BYTES)
         except JobFailure as err:
             return await self._reject(err.info.type, err.info.message)
+        bad = non_finite(inp.args, "args")  # sent past `submit`, which refuses it first
+        if bad:
+            return await self._reject("InvalidInput", f"the run input is not valid: {bad}")
         self._requestor = self._ledger.status.requestor = inp.requestor
         self._parent = inp.options.parent
         if self._parent is not None:

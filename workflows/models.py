@@ -117,6 +117,7 @@ __all__ = [
     "mask_fragments",
     "mask_secrets",
     "masked_status",
+    "non_finite",
     "parse_duration",
     "secret_values",
     "truncated",
@@ -1004,8 +1005,32 @@ def _json_size(value: Any) -> int:
     )
 
 
+def non_finite(value: Any, where: str) -> str | None:
+    """Where ``value`` holds a number JSON has no form for (infinity or NaN), as
+    ``"<where>.key[2] is inf"``; None when it holds none.
+
+    Python's JSON and YAML readers accept such numbers, but JSON (the payloads, the Web UI,
+    every other SDK) does not: left in, they are written as invalid JSON or read back as null.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:  # not recursive: deeply nested data must not exhaust the stack
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            shown = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+            return f"{where}{shown} is {item}"
+        if isinstance(item, dict):
+            stack.extend((child, (*path, key)) for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend((child, (*path, i)) for i, child in enumerate(item))
+    return None
+
+
 def args_refusal(args: Any) -> str | None:
-    """Why ``args`` cannot be submitted for their size (over :data:`MAX_ARGS_BYTES`), or None."""
+    """Why ``args`` cannot be submitted, or None: a number JSON cannot hold (:func:`non_finite`),
+    or over :data:`MAX_ARGS_BYTES` of JSON."""
+    bad = non_finite(args, "args")
+    if bad:
+        return f"{bad}: JSON has no infinity or NaN, so a run's args cannot hold it"
     size = _json_size(args)
     if size <= MAX_ARGS_BYTES:
         return None

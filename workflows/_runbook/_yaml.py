@@ -3,6 +3,7 @@ line, with the document's size bounded."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -30,7 +31,7 @@ class LineBuilder:
             raise Invalid((), f"the document is too large (over {MAX_VALUES} values)")
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, ScalarNode):
-            return self._scalar(node)
+            return self._scalar(node, path)
         if id(node) in self._active:
             raise Invalid(path, "an alias refers to a node that contains it")
         self._active.add(id(node))
@@ -43,8 +44,15 @@ class LineBuilder:
         finally:
             self._active.discard(id(node))
 
-    def _scalar(self, node: ScalarNode) -> Any:
+    def _scalar(self, node: ScalarNode, path: FieldPath) -> Any:
         value = self._constructor.construct_object(node)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(
+                path,
+                f"{node.value} is not a finite number, and JSON (a run's plan and args) has no "
+                f"infinity or NaN: quote it ('{node.value}') if it is text",
+                node.start_mark.line + 1,
+            )
         if value is None or isinstance(value, str | bool | int | float):
             return value
         # Timestamps, binary and the like stay the text they were written as: plans are JSON.
@@ -62,7 +70,7 @@ class LineBuilder:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, ScalarNode):
                 raise Invalid(path, "a key must be a plain name, not a list or a mapping", line)
-            raw = self._scalar(key_node)
+            raw = self._constructor.construct_object(key_node)
             key = raw if isinstance(raw, str) else str(key_node.value)
             is_merged = id(key_node) not in explicit
             if key in out:
