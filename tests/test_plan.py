@@ -27,6 +27,10 @@ def job(name: str, *after: str) -> Job:
         ([job("a", "a")], "job 'a' cannot run after itself"),
         ([job("a", "c"), job("b", "a"), job("c", "b")], "jobs form a cycle: a -> c -> b -> a"),
         ([job("bad name")], "job name 'bad name' is invalid"),
+        (
+            [Job("a", execute=step, input={"limits": [1, float("inf")]})],
+            r"job 'a' input.limits\[1\] is inf: JSON has no infinity or NaN",
+        ),
     ],
 )
 def test_invalid_actions_are_rejected_with_a_clear_message(jobs: list[Job], message: str) -> None:

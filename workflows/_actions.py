@@ -35,6 +35,7 @@ from sternway.workflows.models import (
     ResolvedRun,
     RetrySpec,
     find_cycle,
+    non_finite,
     parse_duration,
     secret_values,
 )
@@ -228,6 +229,10 @@ class Action:
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
+        for job in self.jobs:  # a runbook's are refused as it is read, with their line
+            bad = non_finite(dict(job.input), f"job {job.name!r} input")
+            if bad:
+                raise SpecError(f"action {name!r}: {bad}: JSON has no infinity or NaN")
 
     @classmethod
     def from_plan(
