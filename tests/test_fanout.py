@@ -87,6 +87,14 @@ async def test_large_each_runs_in_chunks_and_completes(
         if k == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED
     ]
     assert len(told) == len(ended) == 3 and max(told) < min(ended), kinds
+    # The chunks that fit the window (all 3 here) are started by one workflow task, together.
+    starts = [
+        e.start_child_workflow_execution_initiated_event_attributes
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    ]
+    assert len(starts) == 3
+    assert len({s.workflow_task_completed_event_id for s in starts}) == 1, starts
 
 
 async def test_a_chunk_run_terminated_after_its_items_does_not_keep_the_run_from_ending(

@@ -78,7 +78,7 @@ def test_chunk_runs_of_a_large_each_have_recorded_histories() -> None:
     types = [workflow_type(load(path)) for path in HISTORIES]
     assert types.count(CHUNK_WORKFLOW) >= 4, types
     started = EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
-    for name in ("fanout", "fanout-rollback", "fanout-together"):
+    for name in ("fanout", "fanout-rollback", "fanout-together", "fanout-start-together"):
         history = load(REPO / "tests" / "histories" / f"{name}.json")
         children = [e for e in history.events if e.event_type == started]
         assert len(children) == 3, name  # five items in chunks of two

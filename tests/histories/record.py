@@ -146,6 +146,8 @@ SCENARIOS = [
     Scenario("fanout-rollback", "fanout", lambda r: {"root": str(r), "fail_item": "c"}, "FAILED"),
     # Recorded after the chunks nothing rolled back were told to end together (a patch).
     Scenario("fanout-together", "fanout", lambda r: {"root": str(r)}, "COMPLETED"),
+    # Recorded after the chunk runs that fit the window were started together (a patch).
+    Scenario("fanout-start-together", "fanout", lambda r: {"root": str(r)}, "COMPLETED"),
 ]
 
 
