@@ -32,9 +32,10 @@ from tests.scripted import REGISTRY
 _BIN = Path(sys.executable).parent
 
 # `make test` draws the same examples on every machine, so that what it proves is repeatable and
-# a new input found at random does not fail CI on one run in ten (one did: an infinity in a
-# generated output, a real bug, found once). `make fuzz` explores: STERNWAY_HYPOTHESIS=explore
-# draws new examples every time (1,000 where a test does not set its own count).
+# a new input found at random cannot fail one CI run and pass the next (one did: an infinity in
+# a generated output, a real bug, which the same test had passed locally). `make fuzz`
+# explores: STERNWAY_HYPOTHESIS=explore draws new examples every time (1,000 where a test does
+# not set its own count).
 settings.register_profile("repeatable", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", max_examples=1000, print_blob=True)
 settings.load_profile(os.environ.get("STERNWAY_HYPOTHESIS", "repeatable"))

@@ -232,7 +232,7 @@ class Action:
         for job in self.jobs:  # a runbook's are refused as it is read, with their line
             bad = non_finite(dict(job.input), f"job {job.name!r} input")
             if bad:
-                raise SpecError(f"action {name!r}: {bad}: JSON has no infinity or NaN")
+                raise SpecError(f"action {name!r}: {bad}")
 
     @classmethod
     def from_plan(

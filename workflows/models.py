@@ -1006,8 +1006,8 @@ def _json_size(value: Any) -> int:
 
 
 def non_finite(value: Any, where: str) -> str | None:
-    """Where ``value`` holds a number JSON has no form for (infinity or NaN), as
-    ``"<where>.key[2] is inf"``; None when it holds none.
+    """Where ``value`` holds a number JSON has no form for (infinity or NaN), said as
+    ``"<where>.key[2] is inf: JSON has no infinity or NaN"``; None when it holds none.
 
     Python's JSON and YAML readers accept such numbers, but JSON (the payloads, the Web UI,
     every other SDK) does not: left in, they are written as invalid JSON or read back as null.
@@ -1017,7 +1017,7 @@ def non_finite(value: Any, where: str) -> str | None:
         item, path = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             shown = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
-            return f"{where}{shown} is {item}"
+            return f"{where}{shown} is {item}: JSON has no infinity or NaN"
         if isinstance(item, dict):
             stack.extend((child, (*path, key)) for key, child in item.items())
         elif isinstance(item, list | tuple):
@@ -1030,7 +1030,7 @@ def args_refusal(args: Any) -> str | None:
     or over :data:`MAX_ARGS_BYTES` of JSON."""
     bad = non_finite(args, "args")
     if bad:
-        return f"{bad}: JSON has no infinity or NaN, so a run's args cannot hold it"
+        return bad
     size = _json_size(args)
     if size <= MAX_ARGS_BYTES:
         return None
