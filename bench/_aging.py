@@ -5,7 +5,9 @@ Sternway's side is left out on purpose: what ages is the server's database, and 
 measures it without anything of Sternway's in the way (the throughput scenario gives Sternway
 against bare on one server). Runs are added as 1-job runs of the bare chain, 100 at a time (ten
 times quicker to add than the measured 10-job runs); each figure is the median of its rounds of
-N runs started at once.
+N runs started at once. A last figure serves the oldest database from a restarted server: what
+the database's age costs, apart from the state the server process built up while it filled
+(docs/BENCHMARKS.md, "Aging of the embedded default").
 """
 
 from __future__ import annotations
@@ -33,39 +35,54 @@ def _db_mib(db: Path) -> float:
     return sum(f.stat().st_size for f in files if f.exists()) / 2**20
 
 
+async def _one(bench: Bench, client: Client, jobs: int = JOBS) -> Any:
+    return await bench.bare_run(_bare.CHAIN, jobs, client=client, task_queue=QUEUE)
+
+
+async def _fill(bench: Bench, client: Client, count: int) -> None:
+    """Add ``count`` closed 1-job runs, at most FILL_PARALLEL at a time."""
+    window = asyncio.Semaphore(FILL_PARALLEL)
+
+    async def limited() -> None:
+        async with window:
+            await _one(bench, client, FILL_JOBS)
+
+    await asyncio.gather(*(limited() for _ in range(count)))
+
+
 async def aging(bench: Bench, size: str, rounds: int | None) -> Result:
-    """Fill, measure, fill again: jobs/s at each age of the database."""
+    """Fill, measure, fill again: jobs/s at each age of the database; then once more at the
+    last age with the server restarted on that database, which tells the database's age (kept
+    across the restart) from the state the server process built up while filling it (not kept)."""
     ages = AGES[size]
     runs, default_rounds = MEASURE[size]
     rounds = rounds or default_rounds
-    server = await bench.start_server("aging")
-    client = await Client.connect(server.address)
-    await bench.keep(bench.bare_worker(client, QUEUE))
-
-    async def one(jobs: int = JOBS) -> Any:
-        return await bench.bare_run(_bare.CHAIN, jobs, client=client, task_queue=QUEUE)
-
-    async def fill(count: int) -> None:
-        window = asyncio.Semaphore(FILL_PARALLEL)
-
-        async def limited() -> None:
-            async with window:
-                await one(FILL_JOBS)
-
-        await asyncio.gather(*(limited() for _ in range(count)))
-
-    await fill(3)
-    held = 0
     figures: dict[int, list[float]] = {}
     sizes: dict[int, float] = {}
-    for age in ages:
-        await fill(max(age - held, 0))
-        held = max(age, held)
-        figures[age] = []
-        for _ in range(rounds):
-            figures[age].append(runs * JOBS / await timed([one() for _ in range(runs)]))
-            held += runs
-        sizes[age] = _db_mib(server.db)
+
+    async def measure(client: Client) -> list[float]:
+        return [
+            runs * JOBS / await timed([_one(bench, client) for _ in range(runs)])
+            for _ in range(rounds)
+        ]
+
+    server = await bench.start_server("aging")
+    client = await Client.connect(server.address)
+    async with bench.bare_worker(client, QUEUE):
+        await _fill(bench, client, 3)
+        held = 0
+        for age in ages:
+            await _fill(bench, client, max(age - held, 0))
+            held = max(age, held)
+            figures[age] = await measure(client)
+            held += runs * rounds
+            sizes[age] = _db_mib(server.db)
+    server.stop()
+    server = await bench.start_server("aging")
+    client = await Client.connect(server.address)
+    async with bench.bare_worker(client, QUEUE):
+        await _fill(bench, client, 3)  # the first runs of a new server start its workers' caches
+        restarted = await measure(client)
     fresh = median(figures[ages[0]])
     rows = [
         Row(
@@ -79,6 +96,16 @@ async def aging(bench: Bench, size: str, rounds: int | None) -> Result:
         )
         for age in ages
     ]
+    rows.append(
+        Row(
+            "aging",
+            f"the same database after {ages[-1]:,} runs, served by a restarted server",
+            "jobs/s",
+            median(restarted),
+            fresh,
+            note=f"median of {rounds} rounds of {runs} runs",
+        )
+    )
     return Result(
         scenario="aging",
         title="Aging: the bare throughput of the embedded default as its database fills "
@@ -92,5 +119,6 @@ async def aging(bench: Bench, size: str, rounds: int | None) -> Result:
             "jobs": JOBS,
             "jobs_s": {str(a): f for a, f in figures.items()},
             "db_mib": {str(a): s for a, s in sizes.items()},
+            "restarted_jobs_s": restarted,
         },
     )
