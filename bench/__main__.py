@@ -100,7 +100,7 @@ async def run(options: argparse.Namespace, command: str) -> list[Result]:
                 result.seconds = time.perf_counter() - started
                 results.append(result)
                 for row in result.rows:
-                    ratio = f"  ratio {row.ratio:.2f}" if row.ratio is not None else ""
+                    ratio = f"  ratio {row.ratio_text()}" if row.ratio is not None else ""
                     print(
                         f"  {row.metric}: {row.value:,.2f} {row.unit} vs "
                         f"{row.baseline or 0:,.2f}{ratio}",

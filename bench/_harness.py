@@ -73,14 +73,28 @@ class Row:
         elif self.baseline:
             self.ratio = self.value / self.baseline
         if self.goal and self.ratio is not None:
-            op, _, bar = self.goal.partition(" ")
-            limit = float(bar)
-            self.ok = {
-                ">=": self.ratio >= limit,
-                "<=": self.ratio <= limit,
-                ">": self.ratio > limit,
-                "<": self.ratio < limit,
-            }[op]
+            self.ok = self._meets(self.ratio)
+
+    def _meets(self, ratio: float) -> bool:
+        """Whether ``ratio`` meets this row's bar (``goal``)."""
+        op, _, bar = (self.goal or "").partition(" ")
+        limit = float(bar)
+        return {
+            ">=": ratio >= limit,
+            "<=": ratio <= limit,
+            ">": ratio > limit,
+            "<": ratio < limit,
+        }[op]
+
+    def ratio_text(self) -> str:
+        """The ratio to two places, or to three where two would read as the other side of the
+        bar (0.947 against ">= 0.95" is not shown as 0.95)."""
+        if self.ratio is None:
+            return ""
+        text = f"{self.ratio:.2f}"
+        if self.goal and self._meets(float(text)) != self.ok:
+            text = f"{self.ratio:.3f}"
+        return text
 
 
 @dataclass

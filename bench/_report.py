@@ -83,9 +83,9 @@ def machine() -> dict[str, Any]:
 def _fmt(value: float | None, unit: str = "") -> str:
     if value is None:
         return ""
-    precise = unit in ("ms", "s", "ratio") or abs(value) < 10
+    precise = unit in ("ms", "s") or abs(value) < 10
     text = f"{value:,.2f}" if precise else f"{value:,.0f}"
-    return f"{text} {unit}".strip() if unit and unit != "ratio" else text
+    return f"{text} {unit}".strip()
 
 
 def _verdict(row: Row) -> str:
@@ -121,7 +121,7 @@ def markdown(report: dict[str, Any], results: list[Result]) -> str:
         for row in result.rows:
             lines.append(
                 f"| {row.scenario} | {row.metric} | {_fmt(row.value, row.unit)} | "
-                f"{_fmt(row.baseline, row.unit)} | {_fmt(row.ratio, 'ratio')} | "
+                f"{_fmt(row.baseline, row.unit)} | {row.ratio_text()} | "
                 f"{_verdict(row)} | {row.note} |"
             )
     lines += ["", "Columns, per scenario (measured against baseline):", ""]
