@@ -32,6 +32,7 @@ from sternway.workflows.models import (
 from tests.cli import cli_env, sternway
 from tests.conftest import WorkerFactory
 from tests.helpers import wait_for, workflow_task_failures
+from tests.scripted import REGISTRY
 
 # A typo: `items` of a dict is its bound method, which no payload can carry.
 BOUND_METHOD = """
@@ -197,6 +198,25 @@ async def test_args_the_cli_refuses_sent_past_it_reject_the_run_before_its_plan(
     assert status.state == "FAILED"
     assert status.error is not None and status.error.type == error_type
     assert message in status.error.message
+    assert status.error.reason == "rejected"
+    assert all(job.attempts == 0 for job in status.jobs)
+
+
+async def test_a_text_the_args_model_reads_as_infinite_rejects_the_run(
+    ts_env: WorkflowEnvironment, worker_for: WorkerFactory, task_queue: str
+) -> None:
+    # The args hold the text "inf", which passes the check of raw args; the action's model
+    # (Script.sleep: dict[str, float]) reads it as infinity when the run fixes its args.
+    client = ts_env.client
+    args = {"sleep": {"j1": "inf"}}
+    with pytest.raises(ArgsError, match=re.escape("args.sleep.j1 is inf")):
+        await submit(client, "test-chain3", args, task_queue=task_queue, registry=REGISTRY)
+    async with worker_for(client):
+        handle = await submit(client, "test-chain3", args, task_queue=task_queue)
+        status = await ended(client, handle)
+    assert status.state == "FAILED"
+    assert status.error is not None and status.error.type == "ArgsError"
+    assert "args.sleep.j1 is inf: JSON has no infinity or NaN" in status.error.message
     assert status.error.reason == "rejected"
     assert all(job.attempts == 0 for job in status.jobs)
 

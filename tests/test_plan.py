@@ -73,6 +73,28 @@ def test_args_are_validated_and_secrets_masked() -> None:
         Action("no-args", [job("a")]).validate_args({"x": 1})
 
 
+class Limits(BaseModel):
+    limit: float = 1.0
+
+
+@pytest.mark.parametrize("text", ["inf", "1e999", "-Infinity", "nan"])
+def test_a_number_the_args_model_reads_as_infinite_is_refused(text: str) -> None:
+    # pydantic reads these texts into a float field as infinity or NaN: the args then hold a
+    # number the plan, status and memo (JSON) cannot carry.
+    action = Action("limits", [job("a")], args=Limits)
+    with pytest.raises(ArgsError, match=r"invalid args for 'limits': args\.limit is (-?inf|nan)"):
+        action.validate_args({"limit": text})
+    assert action.validate_args({"limit": "2.5"})[0] == {"limit": 2.5}
+
+
+def test_an_args_model_with_an_infinite_default_is_refused_when_defined() -> None:
+    class Unbounded(BaseModel):
+        limit: float = float("inf")
+
+    with pytest.raises(SpecError, match=r"args_schema\.properties\.limit\.default is inf"):
+        Action("unbounded", [job("a")], args=Unbounded)
+
+
 def test_rename_and_extend_make_new_jobs() -> None:
     base = job("a")
     renamed = base.rename("b", after=["a"]).extend(pre=[step])

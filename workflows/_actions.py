@@ -229,10 +229,13 @@ class Action:
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
-        for job in self.jobs:  # a runbook's are refused as it is read, with their line
-            bad = non_finite(dict(job.input), f"job {job.name!r} input")
-            if bad:
-                raise SpecError(f"action {name!r}: {bad}")
+        # Numbers JSON cannot hold: an args model's default of float("inf") reaches the schema.
+        # (A runbook's are refused as it is read, with their line.)
+        found = [non_finite(self.plan.args_schema, "args_schema")]
+        found += [non_finite(dict(job.input), f"job {job.name!r} input") for job in self.jobs]
+        bad = next((message for message in found if message), None)
+        if bad:
+            raise SpecError(f"action {name!r}: {bad}")
 
     @classmethod
     def from_plan(
@@ -281,6 +284,11 @@ class Action:
             raise ArgsError(f"invalid args for {self.name!r}: {_first_error(err)}") from None
         masked = {**model.model_dump(mode="json"), **self.static}
         revealed = {**to_jsonable_python(_reveal(model.model_dump(mode="python"))), **self.static}
+        # A float field reads the text "inf" or "1e999" as infinity, which JSON (the plan, the
+        # status, the memo) would carry as null or as invalid JSON.
+        bad = non_finite(revealed, "args")
+        if bad:
+            raise ArgsError(f"invalid args for {self.name!r}: {bad}")
         return revealed, masked
 
     def resolve(self, raw: Mapping[str, Any]) -> ResolvedRun:
