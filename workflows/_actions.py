@@ -288,7 +288,7 @@ class Action:
         # status, the memo) would carry as null or as invalid JSON.
         bad = non_finite(revealed, "args")
         if bad:
-            raise ArgsError(f"invalid args for {self.name!r}: {bad}")
+            raise ArgsError(bad)
         return revealed, masked
 
     def resolve(self, raw: Mapping[str, Any]) -> ResolvedRun:
