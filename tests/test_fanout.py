@@ -204,3 +204,31 @@ async def test_a_failing_item_stops_the_other_chunks_and_undoes_what_started(
     assert sorted(undone) == sorted(started)
     assert rollbacks(handle.run_id)[-1] == "before"
     assert "after" not in events(handle.run_id, "start")
+
+
+async def test_a_chunk_whose_start_fails_still_has_its_siblings_undone(
+    dev_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    # The second chunk's id is taken by a workflow already running (anyone with access to the
+    # namespace can start one), so its start fails while the first and third, started in the
+    # same workflow task, run: the run must still know them, and undo their items.
+    fan = fan_action("fan-start-clash", hold=0.5)
+    run_id = f"fan-start-clash-{task_queue}"
+    squatter = await dev_env.client.start_workflow(
+        "squatter", id=f"{run_id}/fan/1", task_queue=f"{task_queue}-nobody"
+    )
+    async with create_worker(dev_env.client, Registry([*ACTIONS, fan]), task_queue=task_queue):
+        handle = await submit(dev_env.client, fan.name, {}, task_queue=task_queue, run_id=run_id)
+        status = await handle.wait()
+    await squatter.terminate()
+    assert status.state == "FAILED", status.state
+    assert status.error is not None and status.error.job == "fan"
+    assert "already started" in status.error.message
+    started = [e for e in events(run_id, "start") if e.startswith("fan[")]
+    assert started and set(started) <= {f"fan[{i}]" for i in ITEMS[:5] + ITEMS[10:]}
+    undone = rollbacks(run_id)
+    assert sorted(u for u in undone if u.startswith("fan[")) == sorted(started)
+    assert undone[-1] == "before"
+    for index in (0, 2):
+        chunk = await dev_env.client.get_workflow_handle(f"{run_id}/fan/{index}").describe()
+        assert chunk.status != WorkflowExecutionStatus.RUNNING

@@ -171,6 +171,26 @@ class _Approval:
         self.approved = False
 
 
+async def _await_starts(
+    starting: list[asyncio.Task[workflow.ChildWorkflowHandle[Any, ChunkResult]]],
+    started: list[workflow.ChildWorkflowHandle[Any, ChunkResult]],
+) -> None:
+    """Add the chunk runs whose start commands went out together to ``started``, then raise
+    the first start that failed: one failed start (its id taken) must not hide the chunk runs
+    that did start, whose items the run has to be able to undo."""
+    failed: Exception | None = None
+    for task in starting:
+        try:
+            started.append(await task)
+        except workflow.NondeterminismError:
+            raise
+        except Exception as err:
+            failed = failed or err
+    starting.clear()
+    if failed is not None:
+        raise failed
+
+
 class _Interpreter:
     """The interpreter both workflows share: scopes, attempts, timers, approvals, rollback,
     commands and the status query. :class:`ActionWorkflow` runs an action's plan;
@@ -555,9 +575,7 @@ class _Interpreter:
 
         for index, first in enumerate(range(0, len(items), size)):
             if not (together and room() and not self._scope_halting(scope)):
-                for task in starting:  # their start commands went out together
-                    started.append(await task)
-                starting.clear()
+                await _await_starts(starting, started)
                 await workflow.wait_condition(lambda: room() or self._scope_halting(scope))
             if self._scope_halting(scope):
                 break
@@ -597,8 +615,7 @@ class _Interpreter:
             else:
                 started.append(await start)
             entry.detail = f"chunk {index + 1} started, {len(items)} items"
-        for task in starting:
-            started.append(await task)
+        await _await_starts(starting, started)
         await workflow.wait_condition(lambda: all(h.id in self._chunk_done for h in started))
         summaries = [self._chunk_done[h.id] for h in started]
         completed = sum(s.completed for s in summaries)
