@@ -23,6 +23,7 @@ from sternway.workflows.models import (
     clip_masked,
     mask_fragments,
     mask_secrets,
+    non_finite,
 )
 
 __all__ = ["HEARTBEAT_EVERY", "BaseContext", "JobContext", "RollbackContext", "call_job_function"]
@@ -153,6 +154,9 @@ class JobContext(BaseContext):
 
     def save_rollback_data(self, data: Any) -> None:
         """Keep ``data`` for this job's rollback, even if execute then fails or the worker dies."""
+        bad = non_finite(data, "rollback data")  # json.dumps would write Infinity / NaN
+        if bad:
+            raise JobError(bad, non_retryable=True)
         try:
             json.dumps(data)
         except (TypeError, ValueError) as err:

@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from sternway import ArgsError, CommandRefused, RunHandle, submit
+from sternway import Action, ArgsError, CommandRefused, Job, JobContext, Retry, RunHandle, submit
 from sternway.worker import create_worker
 from sternway.workflows._actions import Registry
 from sternway.workflows._runbook import load_runbook_text
@@ -31,8 +31,8 @@ from sternway.workflows.models import (
 )
 from tests.cli import cli_env, sternway
 from tests.conftest import WorkerFactory
-from tests.helpers import wait_for, workflow_task_failures
-from tests.scripted import REGISTRY
+from tests.helpers import rollbacks, wait_for, workflow_task_failures
+from tests.scripted import ACTIONS, REGISTRY, Script, step, undo
 
 # A typo: `items` of a dict is its bound method, which no payload can carry.
 BOUND_METHOD = """
@@ -219,6 +219,42 @@ async def test_a_text_the_args_model_reads_as_infinite_rejects_the_run(
     assert "args.sleep.j1 is inf: JSON has no infinity or NaN" in status.error.message
     assert status.error.reason == "rejected"
     assert all(job.attempts == 0 for job in status.jobs)
+
+
+async def save_infinity(ctx: JobContext) -> bool:
+    """A job whose rollback data holds a number JSON has no form for."""
+    ctx.save_rollback_data({"limits": [1.0, float("inf")]})
+    return True
+
+
+async def test_rollback_data_with_infinity_fails_the_job_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    # Heartbeat details carry rollback data: Python's JSON would write Infinity, which no other
+    # reader takes, and the pydantic converter null, so the rollback would get other data.
+    saving = Action(
+        "save-infinity",
+        [
+            Job("first", execute=step, rollback=undo),
+            Job(
+                "save",
+                execute=save_infinity,
+                rollback=undo,
+                after=["first"],
+                retry=Retry(max_attempts=3),
+            ),
+        ],
+        args=Script,
+    )
+    client = ts_env.client
+    async with create_worker(client, Registry([*ACTIONS, saving]), task_queue=task_queue):
+        handle = await submit(client, saving.name, {}, task_queue=task_queue)
+        status = await ended(client, handle)
+    assert status.state == "FAILED"
+    save = status.job("save")
+    assert save.attempts == 1 and save.error is not None
+    assert save.error.message == "rollback data.limits[1] is inf: JSON has no infinity or NaN"
+    assert rollbacks(handle.run_id) == ["save", "first"]  # a failed job is undone too
 
 
 async def test_fan_in_over_the_input_budget_fails_the_job_and_rolls_back(
