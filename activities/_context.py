@@ -21,9 +21,9 @@ from sternway.workflows.models import (
     AttemptReport,
     ErrorInfo,
     clip_masked,
+    json_refusal,
     mask_fragments,
     mask_secrets,
-    non_finite,
 )
 
 __all__ = ["HEARTBEAT_EVERY", "BaseContext", "JobContext", "RollbackContext", "call_job_function"]
@@ -154,7 +154,7 @@ class JobContext(BaseContext):
 
     def save_rollback_data(self, data: Any) -> None:
         """Keep ``data`` for this job's rollback, even if execute then fails or the worker dies."""
-        bad = non_finite(data, "rollback data")  # json.dumps would write Infinity / NaN
+        bad = json_refusal(data, "rollback data")  # json.dumps would take what payloads cannot
         if bad:
             raise JobError(bad, non_retryable=True)
         try:

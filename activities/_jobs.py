@@ -46,6 +46,7 @@ from sternway.workflows.models import (
     ResolvedRun,
     ResolveInput,
     RollbackInput,
+    json_refusal,
 )
 
 __all__ = ["JobActivities", "JobContext", "RollbackContext"]
@@ -123,6 +124,9 @@ def _check_output(job: str, output: Any) -> None:
             type=ErrorType.INVALID_OUTPUT,
             non_retryable=True,
         )
+    bad = json_refusal(output, f"job {job!r} output")
+    if bad:
+        raise JobError(bad, type=ErrorType.INVALID_OUTPUT, non_retryable=True)
     try:
         size = len(json.dumps(output, allow_nan=False))
     except (TypeError, ValueError) as err:

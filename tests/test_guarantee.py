@@ -28,6 +28,7 @@ from sternway.workflows.models import (
     MAX_STATUS_BYTES,
     RunStatus,
     bounded_status,
+    json_refusal,
 )
 from tests.cli import cli_env, sternway
 from tests.conftest import WorkerFactory
@@ -167,6 +168,13 @@ async def test_args_over_budget_are_refused_at_submit(
     assert listed.code == 3, listed  # nothing started
 
 
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("args", "error_type", "message"),
     [
@@ -175,6 +183,8 @@ async def test_args_over_budget_are_refused_at_submit(
         # Python's JSON writes these as Infinity / NaN, which no other reader accepts.
         ({"fail": {"x": [1.0, float("-inf")]}}, "InvalidInput", "args.fail.x[1] is -inf"),
         ({"sleep": float("nan")}, "InvalidInput", "args.sleep is nan"),
+        # The workflow's JSON reader stops at about 200 levels; a payload is a few deeper.
+        ({"sleep": nested(150)}, "InvalidInput", "args is nested more than 100 levels deep"),
     ],
 )
 async def test_args_the_cli_refuses_sent_past_it_reject_the_run_before_its_plan(
@@ -255,6 +265,59 @@ async def test_rollback_data_with_infinity_fails_the_job_and_rolls_back(
     assert save.attempts == 1 and save.error is not None
     assert save.error.message == "rollback data.limits[1] is inf: JSON has no infinity or NaN"
     assert rollbacks(handle.run_id) == ["save", "first"]  # a failed job is undone too
+
+
+async def deep_output(ctx: JobContext) -> Any:
+    """A job whose output (or rollback data) nests ``depth`` lists deep."""
+    if ctx.input.get("save"):
+        ctx.save_rollback_data(nested(ctx.input["depth"]))
+    return nested(ctx.input["depth"])
+
+
+@pytest.mark.parametrize(
+    ("depth", "save", "message"),
+    [
+        # 210: the run's workflow task failed to read the output back, again and again (the
+        # run never ended); 150: the run completed, and its status could not be read back.
+        (210, False, "job 'make' output is nested more than 100 levels deep, the limit"),
+        (150, False, "job 'make' output is nested more than 100 levels deep, the limit"),
+        (150, True, "rollback data is nested more than 100 levels deep, the limit"),
+    ],
+)
+async def test_data_nested_too_deep_fails_the_job_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str, depth: int, save: bool, message: str
+) -> None:
+    deep = Action(
+        "deep-output",
+        [
+            Job("first", execute=step, rollback=undo),
+            Job(
+                "make",
+                execute=deep_output,
+                rollback=undo,
+                input={"depth": depth, "save": save},
+                after=["first"],
+            ),
+            Job("use", execute=step, after=["make"]),
+        ],
+        args=Script,
+    )
+    client = ts_env.client
+    async with create_worker(client, Registry([*ACTIONS, deep]), task_queue=task_queue):
+        handle = await submit(client, deep.name, {}, task_queue=task_queue)
+        status = await ended(client, handle, timeout=60)
+    assert await workflow_task_failures(client, handle.run_id) == []
+    assert status.state == "FAILED"
+    make = status.job("make")
+    assert make.attempts == 1 and make.error is not None and make.error.message == message
+    assert rollbacks(handle.run_id) == ["make", "first"]
+
+
+def test_a_hundred_levels_are_data_like_any_other() -> None:
+    assert json_refusal({"a": nested(99)}, "x") is None
+    assert json_refusal({"a": nested(100)}, "x") == (
+        "x is nested more than 100 levels deep, the limit"
+    )
 
 
 async def test_fan_in_over_the_input_budget_fails_the_job_and_rolls_back(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -30,6 +31,10 @@ def job(name: str, *after: str) -> Job:
         (
             [Job("a", execute=step, input={"limits": [1, float("inf")]})],
             r"job 'a' input.limits\[1\] is inf: JSON has no infinity or NaN",
+        ),
+        (
+            [Job("a", execute=step, input={"deep": json.loads("[" * 100 + "]" * 100)})],
+            "job 'a' input is nested more than 100 levels deep, the limit",
         ),
     ],
 )

@@ -446,6 +446,15 @@ INVALID = [
         "args) has no infinity or NaN: quote it ('.NaN') if it is text",
     ),
     (
+        # Deeper than the workflow's JSON reader would take back from the recorded plan.
+        "name: x\njobs:\n  - name: a\n    run: noop\n    with:\n      x: "
+        + "[" * 150
+        + "1"
+        + "]" * 150
+        + "\n",
+        "6 jobs[0].with.x: nested more than 100 levels deep, the limit",
+    ),
+    (
         "name: !foo x\njobs: []\n",
         "1 document: invalid YAML at column 7: could not determine a "
         "constructor for the tag '!foo'",

@@ -35,7 +35,7 @@ from sternway.workflows.models import (
     ResolvedRun,
     RetrySpec,
     find_cycle,
-    non_finite,
+    json_refusal,
     parse_duration,
     secret_values,
 )
@@ -231,8 +231,8 @@ class Action:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
         # Numbers JSON cannot hold: an args model's default of float("inf") reaches the schema.
         # (A runbook's are refused as it is read, with their line.)
-        found = [non_finite(self.plan.args_schema, "args_schema")]
-        found += [non_finite(dict(job.input), f"job {job.name!r} input") for job in self.jobs]
+        found = [json_refusal(self.plan.args_schema, "args_schema")]
+        found += [json_refusal(dict(job.input), f"job {job.name!r} input") for job in self.jobs]
         bad = next((message for message in found if message), None)
         if bad:
             raise SpecError(f"action {name!r}: {bad}")
@@ -286,7 +286,7 @@ class Action:
         revealed = {**to_jsonable_python(_reveal(model.model_dump(mode="python"))), **self.static}
         # A float field reads the text "inf" or "1e999" as infinity, which JSON (the plan, the
         # status, the memo) would carry as null or as invalid JSON.
-        bad = non_finite(revealed, "args")
+        bad = json_refusal(revealed, "args")
         if bad:
             raise ArgsError(bad)
         return revealed, masked

@@ -95,7 +95,7 @@ with workflow.unsafe.imports_passed_through():
         StopCommand,
         SuspendCommand,
         item_keys,
-        non_finite,
+        json_refusal,
         parse_duration,
         secret_values,
     )
@@ -1572,7 +1572,7 @@ class ActionWorkflow(_Interpreter):
             encoded_size(inp.args, "the args payload", MAX_ARGS_BYTES)
         except JobFailure as err:
             return await self._reject(err.info.type, err.info.message)
-        bad = non_finite(inp.args, "args")  # sent past `submit`, which refuses it first
+        bad = json_refusal(inp.args, "args")  # sent past `submit`, which refuses it first
         if bad:
             return await self._reject("InvalidInput", f"the run input is not valid: {bad}")
         self._requestor = self._ledger.status.requestor = inp.requestor

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_JOB_INPUT_BYTES",
     "MAX_LOCK_KEY_CHARS",
     "MAX_LOCK_LIMIT",
+    "MAX_NESTING",
     "MAX_OUTPUT_BYTES",
     "MAX_STATUS_BYTES",
     "MAX_STATUS_FIELD_CHARS",
@@ -114,10 +115,10 @@ __all__ = [
     "find_cycle",
     "holds_secret",
     "item_keys",
+    "json_refusal",
     "mask_fragments",
     "mask_secrets",
     "masked_status",
-    "non_finite",
     "parse_duration",
     "secret_values",
     "truncated",
@@ -130,6 +131,9 @@ MAX_OUTPUT_BYTES = 256 * 1024
 # The size budget (docs/semantics.md, "Size budget"), derived from Temporal's limits: 2 MiB per
 # payload, 4 MiB per gRPC message (one workflow task's commands together), 51,200 events and
 # 50 MB per history. Each budget keeps what it bounds well below the limit it meets.
+MAX_NESTING = 100
+"""How deep data may nest (containers in containers): args, job outputs, rollback data, literals.
+Payloads wrap it a few levels deeper still, and the workflow's JSON reader stops at about 200."""
 MAX_ARGS_BYTES = 256 * 1024
 """A run's args as JSON: in the start event, the recorded plan, the memo and status."""
 MAX_JOB_INPUT_BYTES = 1024 * 1024
@@ -1005,12 +1009,15 @@ def _json_size(value: Any) -> int:
     )
 
 
-def non_finite(value: Any, where: str) -> str | None:
-    """Where ``value`` holds a number JSON has no form for (infinity or NaN), said as
-    ``"<where>.key[2] is inf: JSON has no infinity or NaN"``; None when it holds none.
+def json_refusal(value: Any, where: str) -> str | None:
+    """Why ``value`` cannot travel as JSON data in a payload, or None. Two things Python's JSON
+    and YAML readers accept but Temporal's payloads do not:
 
-    Python's JSON and YAML readers accept such numbers, but JSON (the payloads, the Web UI,
-    every other SDK) does not: left in, they are written as invalid JSON or read back as null.
+    - a number JSON has no form for, said as ``"<where>.key[2] is inf: JSON has no infinity or
+      NaN"``: left in, it is written as invalid JSON or read back as null;
+    - nesting deeper than :data:`MAX_NESTING` levels: the workflow's JSON reader (pydantic's)
+      stops at about 200, and a payload it cannot read fails the workflow task again and again,
+      so the run would never end.
     """
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
     while stack:  # not recursive: deeply nested data must not exhaust the stack
@@ -1018,6 +1025,8 @@ def non_finite(value: Any, where: str) -> str | None:
         if isinstance(item, float) and not math.isfinite(item):
             shown = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
             return f"{where}{shown} is {item}: JSON has no infinity or NaN"
+        if isinstance(item, dict | list | tuple) and len(path) >= MAX_NESTING:
+            return f"{where} is nested more than {MAX_NESTING} levels deep, the limit"
         if isinstance(item, dict):
             stack.extend((child, (*path, key)) for key, child in item.items())
         elif isinstance(item, list | tuple):
@@ -1026,9 +1035,9 @@ def non_finite(value: Any, where: str) -> str | None:
 
 
 def args_refusal(args: Any) -> str | None:
-    """Why ``args`` cannot be submitted, or None: a number JSON cannot hold (:func:`non_finite`),
-    or over :data:`MAX_ARGS_BYTES` of JSON."""
-    bad = non_finite(args, "args")
+    """Why ``args`` cannot be submitted, or None: data a payload cannot carry
+    (:func:`json_refusal`), or over :data:`MAX_ARGS_BYTES` of JSON."""
+    bad = json_refusal(args, "args")
     if bad:
         return bad
     size = _json_size(args)

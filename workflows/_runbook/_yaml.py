@@ -11,6 +11,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sternway.workflows._runbook._messages import MAX_VALUES, FieldPath, Invalid, short
+from sternway.workflows.models import MAX_NESTING
 
 # ------------------------------------------------------------------------ YAML with lines
 
@@ -34,6 +35,12 @@ class LineBuilder:
             return self._scalar(node, path)
         if id(node) in self._active:
             raise Invalid(path, "an alias refers to a node that contains it")
+        if len(path) >= MAX_NESTING:  # the path to where it starts, not all 100 levels of it
+            raise Invalid(
+                path[:4],
+                f"nested more than {MAX_NESTING} levels deep, the limit",
+                node.start_mark.line + 1,
+            )
         self._active.add(id(node))
         try:
             if isinstance(node, MappingNode):
