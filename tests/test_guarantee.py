@@ -231,86 +231,57 @@ async def test_a_text_the_args_model_reads_as_infinite_rejects_the_run(
     assert all(job.attempts == 0 for job in status.jobs)
 
 
-async def save_infinity(ctx: JobContext) -> bool:
-    """A job whose rollback data holds a number JSON has no form for."""
-    ctx.save_rollback_data({"limits": [1.0, float("inf")]})
-    return True
-
-
-async def test_rollback_data_with_infinity_fails_the_job_and_rolls_back(
-    ts_env: WorkflowEnvironment, task_queue: str
-) -> None:
-    # Heartbeat details carry rollback data: Python's JSON would write Infinity, which no other
-    # reader takes, and the pydantic converter null, so the rollback would get other data.
-    saving = Action(
-        "save-infinity",
-        [
-            Job("first", execute=step, rollback=undo),
-            Job(
-                "save",
-                execute=save_infinity,
-                rollback=undo,
-                after=["first"],
-                retry=Retry(max_attempts=3),
-            ),
-        ],
-        args=Script,
-    )
-    client = ts_env.client
-    async with create_worker(client, Registry([*ACTIONS, saving]), task_queue=task_queue):
-        handle = await submit(client, saving.name, {}, task_queue=task_queue)
-        status = await ended(client, handle)
-    assert status.state == "FAILED"
-    save = status.job("save")
-    assert save.attempts == 1 and save.error is not None
-    assert save.error.message == "rollback data.limits[1] is inf: JSON has no infinity or NaN"
-    assert rollbacks(handle.run_id) == ["save", "first"]  # a failed job is undone too
-
-
-async def deep_output(ctx: JobContext) -> Any:
-    """A job whose output (or rollback data) nests ``depth`` lists deep."""
-    if ctx.input.get("save"):
-        ctx.save_rollback_data(nested(ctx.input["depth"]))
-    return nested(ctx.input["depth"])
+async def unfit_data(ctx: JobContext) -> Any:
+    """A job whose output, or rollback data, holds what a payload cannot carry."""
+    what = ctx.input["what"]
+    value = nested(ctx.input["depth"]) if what == "deep" else {"limits": [1.0, float("inf")]}
+    if ctx.input["save"]:
+        ctx.save_rollback_data(value)
+    return value
 
 
 @pytest.mark.parametrize(
-    ("depth", "save", "message"),
+    ("what", "depth", "save", "message"),
     [
+        # Python's JSON writes Infinity (which no other reader takes) and the pydantic converter
+        # null: the run completed, and a rollback would have got other data than was saved.
+        ("inf", 0, True, "rollback data.limits[1] is inf: JSON has no infinity or NaN"),
+        ("inf", 0, False, "job 'make' output.limits[1] is inf: JSON has no infinity or NaN"),
         # 210: the run's workflow task failed to read the output back, again and again (the
         # run never ended); 150: the run completed, and its status could not be read back.
-        (210, False, "job 'make' output is nested more than 100 levels deep, the limit"),
-        (150, False, "job 'make' output is nested more than 100 levels deep, the limit"),
-        (150, True, "rollback data is nested more than 100 levels deep, the limit"),
+        ("deep", 210, False, "job 'make' output is nested more than 100 levels deep, the limit"),
+        ("deep", 150, False, "job 'make' output is nested more than 100 levels deep, the limit"),
+        ("deep", 150, True, "rollback data is nested more than 100 levels deep, the limit"),
     ],
 )
-async def test_data_nested_too_deep_fails_the_job_and_rolls_back(
-    ts_env: WorkflowEnvironment, task_queue: str, depth: int, save: bool, message: str
+async def test_unfit_output_or_rollback_data_fails_the_job_and_rolls_back(
+    ts_env: WorkflowEnvironment, task_queue: str, what: str, depth: int, save: bool, message: str
 ) -> None:
-    deep = Action(
-        "deep-output",
+    unfit = Action(
+        "unfit-data",
         [
             Job("first", execute=step, rollback=undo),
             Job(
                 "make",
-                execute=deep_output,
+                execute=unfit_data,
                 rollback=undo,
-                input={"depth": depth, "save": save},
+                input={"what": what, "depth": depth, "save": save},
                 after=["first"],
+                retry=Retry(max_attempts=3),
             ),
             Job("use", execute=step, after=["make"]),
         ],
         args=Script,
     )
     client = ts_env.client
-    async with create_worker(client, Registry([*ACTIONS, deep]), task_queue=task_queue):
-        handle = await submit(client, deep.name, {}, task_queue=task_queue)
+    async with create_worker(client, Registry([*ACTIONS, unfit]), task_queue=task_queue):
+        handle = await submit(client, unfit.name, {}, task_queue=task_queue)
         status = await ended(client, handle, timeout=60)
     assert await workflow_task_failures(client, handle.run_id) == []
     assert status.state == "FAILED"
     make = status.job("make")
     assert make.attempts == 1 and make.error is not None and make.error.message == message
-    assert rollbacks(handle.run_id) == ["make", "first"]
+    assert rollbacks(handle.run_id) == ["make", "first"]  # a failed job is undone too
 
 
 def test_a_hundred_levels_are_data_like_any_other() -> None:
