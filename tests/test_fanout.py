@@ -224,6 +224,7 @@ async def test_a_chunk_whose_start_fails_still_has_its_siblings_undone(
     assert status.state == "FAILED", status.state
     assert status.error is not None and status.error.job == "fan"
     assert "already started" in status.error.message
+    assert status.job("fan").detail == "2 of 3 chunk runs started, 12 items"
     started = [e for e in events(run_id, "start") if e.startswith("fan[")]
     assert started and set(started) <= {f"fan[{i}]" for i in ITEMS[:5] + ITEMS[10:]}
     undone = rollbacks(run_id)

@@ -560,7 +560,8 @@ class _Interpreter:
             return
         entry = self._ledger.jobs[name]
         size = each.chunk_size
-        parallel = min(_FANOUT_PARALLEL, -(-len(items) // size))
+        chunks = -(-len(items) // size)
+        parallel = min(_FANOUT_PARALLEL, chunks)
         per_chunk = max(1, each.concurrency // parallel)
         self._ledger.start_order.append(name)
         self._instances[name] = _Instance(spec, scope, scope.variables)
@@ -573,9 +574,16 @@ class _Interpreter:
             running = sum(1 for h in started if h.id not in self._chunk_done) + len(starting)
             return running < parallel and not self._suspended
 
+        async def confirm_starts() -> None:
+            # Said once the server has started them: a start can fail (its id taken).
+            try:
+                await _await_starts(starting, started)
+            finally:
+                entry.detail = f"{len(started)} of {chunks} chunk runs started, {len(items)} items"
+
         for index, first in enumerate(range(0, len(items), size)):
             if not (together and room() and not self._scope_halting(scope)):
-                await _await_starts(starting, started)
+                await confirm_starts()
                 await workflow.wait_condition(lambda: room() or self._scope_halting(scope))
             if self._scope_halting(scope):
                 break
@@ -612,10 +620,10 @@ class _Interpreter:
             )
             if together:
                 starting.append(asyncio.ensure_future(start))
-            else:
+            else:  # as runs recorded before the patch did: awaited in place
                 started.append(await start)
-            entry.detail = f"chunk {index + 1} started, {len(items)} items"
-        await _await_starts(starting, started)
+                await confirm_starts()
+        await confirm_starts()
         await workflow.wait_condition(lambda: all(h.id in self._chunk_done for h in started))
         summaries = [self._chunk_done[h.id] for h in started]
         completed = sum(s.completed for s in summaries)
