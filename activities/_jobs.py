@@ -128,7 +128,7 @@ def _check_output(job: str, output: Any) -> None:
     if bad:
         raise JobError(bad, type=ErrorType.INVALID_OUTPUT, non_retryable=True)
     try:
-        size = len(json.dumps(output, allow_nan=False))
+        size = len(json.dumps(output))  # infinity and NaN: refused above
     except (TypeError, ValueError) as err:
         raise JobError(
             f"job {job!r} returned something that is not JSON: {err}",

@@ -5,9 +5,9 @@ Sternway's side is left out on purpose: what ages is the server's database, and 
 measures it without anything of Sternway's in the way (the throughput scenario gives Sternway
 against bare on one server). Runs are added as 1-job runs of the bare chain, 100 at a time (ten
 times quicker to add than the measured 10-job runs); each figure is the median of its rounds of
-N runs started at once. A last figure serves the oldest database from a restarted server: what
-the database's age costs, apart from the state the server process built up while it filled
-(docs/BENCHMARKS.md, "Aging of the embedded default").
+N runs started at once. A last figure serves the oldest database from a server restarted right
+after those rounds: the state the server process built up in memory is gone, what the database
+holds (its size, tasks not yet done) stays (docs/BENCHMARKS.md, "Aging of the embedded default").
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ async def _fill(bench: Bench, client: Client, count: int) -> None:
 
 async def aging(bench: Bench, size: str, rounds: int | None) -> Result:
     """Fill, measure, fill again: jobs/s at each age of the database; then once more at the
-    last age with the server restarted on that database, which tells the database's age (kept
-    across the restart) from the state the server process built up while filling it (not kept)."""
+    last age with the server restarted on that database (its process's state gone)."""
     ages = AGES[size]
     runs, default_rounds = MEASURE[size]
     rounds = rounds or default_rounds

@@ -248,7 +248,7 @@ async def unfit_data(ctx: JobContext) -> Any:
         ("inf", 0, True, "rollback data.limits[1] is inf: JSON has no infinity or NaN"),
         ("inf", 0, False, "job 'make' output.limits[1] is inf: JSON has no infinity or NaN"),
         # 210: the run's workflow task failed to read the output back, again and again (the
-        # run never ended); 150: the run completed, and its status could not be read back.
+        # run never ended); 150: under that reader's limit, but over the one this sets.
         ("deep", 210, False, "job 'make' output is nested more than 100 levels deep, the limit"),
         ("deep", 150, False, "job 'make' output is nested more than 100 levels deep, the limit"),
         ("deep", 150, True, "rollback data is nested more than 100 levels deep, the limit"),

@@ -229,8 +229,8 @@ class Action:
             )
         except (pydantic.ValidationError, ValueError) as err:
             raise SpecError(f"action {name!r}: {_first_error(err)}") from None
-        # Numbers JSON cannot hold: an args model's default of float("inf") reaches the schema.
-        # (A runbook's are refused as it is read, with their line.)
+        # What a payload cannot carry (an args model's default of float("inf") reaches the
+        # schema). A runbook's is refused as it is read, with its line.
         found = [json_refusal(self.plan.args_schema, "args_schema")]
         found += [json_refusal(dict(job.input), f"job {job.name!r} input") for job in self.jobs]
         bad = next((message for message in found if message), None)

@@ -35,7 +35,9 @@ class LineBuilder:
             return self._scalar(node, path)
         if id(node) in self._active:
             raise Invalid(path, "an alias refers to a node that contains it")
-        if len(path) >= MAX_NESTING:  # the path to where it starts, not all 100 levels of it
+        # Counted from the document's top: the recorded plan holds all of it. The error shows
+        # the path to where it starts, not all 100 levels of it.
+        if len(path) >= MAX_NESTING:
             raise Invalid(
                 path[:4],
                 f"nested more than {MAX_NESTING} levels deep, the limit",
