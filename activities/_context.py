@@ -7,6 +7,7 @@ which the activities call, can use the contexts without importing the activities
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 from collections.abc import Callable
@@ -47,12 +48,19 @@ class BaseContext:
         self.attempt = attempt
         self.args = args
         self.detail: str | None = None
-        self.log = _log.bind(run_id=run_id, action=action, job=job, attempt=attempt)
         self._report = AttemptReport()
         self._loop = asyncio.get_running_loop()
         # The run's secret arg values, once the args are parsed: what Sternway reports about
         # the attempt (detail, output tails, error messages, its own log lines) never shows them.
         self._secrets: list[str] = []
+
+    @functools.cached_property
+    def log(self) -> Any:
+        """A structlog logger bound to the run, action, job and attempt.
+
+        Bound on first use: most attempts never log, and binding costs as much as the rest of
+        setting up the context."""
+        return _log.bind(run_id=self.run_id, action=self.action, job=self.job, attempt=self.attempt)
 
     def mask(self, text: str) -> str:
         """``text`` with the run's secret arg values replaced by ``**********``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pydantic
@@ -52,20 +52,24 @@ from sternway.workflows.models import (
 __all__ = ["JobActivities", "JobContext", "RollbackContext"]
 
 
-@contextlib.asynccontextmanager
-async def _heartbeating(ctx: BaseContext) -> AsyncIterator[None]:
-    """Heartbeat in the background so a cancel reaches jobs that never heartbeat themselves."""
+@contextlib.contextmanager
+def _heartbeating(ctx: BaseContext) -> Iterator[None]:
+    """Heartbeat in the background so a cancel reaches jobs that never heartbeat themselves.
 
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY)
-            ctx.heartbeat()
+    A timer callback rather than a task: most attempts end before the first beat is due."""
+    loop = asyncio.get_running_loop()
+    timer: asyncio.TimerHandle
 
-    task = asyncio.create_task(beat())
+    def beat() -> None:
+        nonlocal timer
+        ctx.heartbeat()
+        timer = loop.call_later(HEARTBEAT_EVERY, beat)
+
+    timer = loop.call_later(HEARTBEAT_EVERY, beat)
     try:
         yield
     finally:
-        task.cancel()
+        timer.cancel()
 
 
 def _failure(ctx: BaseContext, err: BaseException) -> ApplicationError:
@@ -173,7 +177,7 @@ class JobActivities:
             has_rollback_data=inp.has_rollback_data,
         )
         try:
-            async with _heartbeating(ctx):
+            with _heartbeating(ctx):
                 # Only Python functions read the run's args (built-in kinds get theirs through
                 # their rendered ``with``); the secrets come from the workflow either way.
                 args = self._args(ctx, inp.action, inp.args) if inp.call.kind == "python" else None
@@ -216,7 +220,7 @@ class JobActivities:
             input=dict(inp.call.with_),
         )
         try:
-            async with _heartbeating(ctx):
+            with _heartbeating(ctx):
                 # Only Python functions read the run's args (built-in kinds get theirs through
                 # their rendered ``with``); the secrets come from the workflow either way.
                 args = self._args(ctx, inp.action, inp.args) if inp.call.kind == "python" else None

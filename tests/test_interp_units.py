@@ -260,3 +260,38 @@ def test_the_state_changes_once_and_the_view_masks_secrets_without_touching_the_
     assert view.state == RunState.RUNNING and view.progress.total == 1
     assert "hunter2" not in view.model_dump_json()
     assert job.error is not None and "hunter2" in job.error.message  # the run's own state
+
+
+def test_payloads_only_sternway_reads_leave_their_defaults_out() -> None:
+    """Activity inputs and results, and the recorded plan, are written without the fields at
+    their defaults (nested models too) and read back whole; the status keeps every field."""
+    from sternway.codec import data_converter
+    from sternway.workflows.models import CallSpec, JobInput, JobResult, Plan, RetrySpec
+
+    converter = data_converter().payload_converter
+    job_input = JobInput(
+        run_id="r",
+        action="a",
+        job="j",
+        attempt=1,
+        call=CallSpec(kind="noop", **{"with": {"x": 1}}),
+        args={},
+        deps={"before": None},
+    )
+    job = JobSpec(name="j", execute=CallSpec(kind="noop"), retry=RetrySpec(max_attempts=3))
+    plan = Plan(name="p", jobs=[job])
+    written = {
+        "input": (job_input, b'{"run_id":"r","action":"a","job":"j","attempt":1,'
+                  b'"call":{"kind":"noop","with":{"x":1}},"args":{},"deps":{"before":null}}'),
+        "result": (JobResult(output=None), b'{"output":null}'),
+        "report": (JobResult(output=1, report=AttemptReport(exit_code=0)),
+                   b'{"output":1,"report":{"exit_code":0}}'),
+        "plan": (plan, b'{"name":"p","jobs":[{"name":"j","execute":{"kind":"noop"},'
+                 b'"retry":{"max_attempts":3}}]}'),
+    }  # fmt: skip
+    for name, (value, data) in written.items():
+        (payload,) = converter.to_payloads([value])
+        assert payload.data == data, name
+        assert converter.from_payloads([payload], [type(value)]) == [value], name
+    status = RunStatus(run_id="r", action="a", created_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert '"locks":[]' in status.model_dump_json() and '"error":null' in status.model_dump_json()

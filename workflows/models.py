@@ -13,9 +13,9 @@ import json
 import math
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Annotated, Any
 
 from pydantic import (
@@ -23,9 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -214,31 +212,22 @@ class _Compact(_Model):
     defaults when it is read, which keeps histories small (a 10-job plan: 0.8 KB, not 5.5 KB).
     What users read (the status, command results) keeps every field."""
 
-    @model_serializer(mode="wrap")
-    def _without_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
-        data = handler(self)
-        for name, keys, default in _defaults(type(self)):
-            if getattr(self, name) == default:
-                for key in keys:
-                    data.pop(key, None)
-        return data
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # Each optional field is left out while it equals its default, decided in pydantic's
+        # serializer (worked out once per model: pydantic inspects a default factory's
+        # signature on every call).
+        for field in cls.model_fields.values():
+            if not field.is_required() and field.exclude_if is None:
+                field.exclude_if = _equals(field.get_default(call_default_factory=True))
 
 
-@cache
-def _defaults(model: type[_Compact]) -> list[tuple[str, tuple[str, ...], Any]]:
-    """Each optional field of ``model``: its name, its keys in a dump, its default value.
-
-    Worked out once per model: pydantic inspects a default factory's signature on every call.
-    """
-    return [
-        (
-            name,
-            (name, field.alias) if field.alias else (name,),
-            field.get_default(call_default_factory=True),
-        )
-        for name, field in model.model_fields.items()
-        if not field.is_required()
-    ]
+def _equals(default: Any) -> Callable[[Any], bool]:
+    """Whether a value is ``default``: what leaves a field out of a compact dump."""
+    if default is None:
+        return lambda value: value is None
+    return lambda value: bool(value == default)
 
 
 class RetrySpec(_Compact):
