@@ -309,13 +309,18 @@ async def submit(
         raise ArgsError(refusal)
     # Without the registry secrets cannot be told apart: the workflow then writes the masked
     # args into the memo itself once it has validated them.
-    masked = registry.resolve(action, args).shown_args() if registry is not None else None
+    resolved = registry.resolve(action, args) if registry is not None else None
+    masked = resolved.shown_args() if resolved is not None else None
     if run_id is not None:
         check_run_id(run_id)
     if requestor is not None:
         check_requestor(requestor)
     run_id = run_id or f"{action}-{uuid.uuid4().hex[:10]}"
-    attributes = [SearchAttributePair(STATE_KEY, RunState.PENDING.value)]
+    # With its plan fixed here and nothing to wait for (a start delay, lock keys), the run is
+    # RUNNING from its start, and the workflow has no state to write before its first job.
+    waits = resolved is None or bool(delay) or bool(resolved.locks)
+    state = RunState.PENDING if waits else RunState.RUNNING
+    attributes = [SearchAttributePair(STATE_KEY, state.value)]
     if requestor:
         attributes.append(SearchAttributePair(REQUESTOR_KEY, requestor))
     options = (options or RunOptions()).model_copy(

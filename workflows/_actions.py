@@ -28,6 +28,7 @@ from sternway.workflows._suggest import did_you_mean
 from sternway.workflows.errors import ArgsError, SpecError
 from sternway.workflows.models import (
     MAX_ATTEMPTS,
+    RESOLVER_GENERATION,
     CallSpec,
     JobSpec,
     LockSpec,
@@ -299,7 +300,11 @@ class Action:
         locks = resolve_locks(self.plan.locks, args, secret_values(args, masked))
         # The masked copy is recorded only when it differs: args are stored once in history.
         return ResolvedRun(
-            plan=self.plan, args=args, masked_args=masked if masked != args else None, locks=locks
+            plan=self.plan,
+            args=args,
+            masked_args=masked if masked != args else None,
+            locks=locks,
+            generation=RESOLVER_GENERATION,
         )
 
     def parse_args(self, data: Mapping[str, Any]) -> Any:

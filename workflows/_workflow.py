@@ -209,6 +209,7 @@ class _Interpreter:
             ),
         )
         self._plan: Plan | None = None
+        self._generation = 0  # of the resolver that recorded the plan; known once it is
         self._args: dict[str, Any] = {}
         self._requestor: str | None = None
         self._instances: dict[str, _Instance] = {}
@@ -256,6 +257,7 @@ class _Interpreter:
     def _start(self, resolved: ResolvedRun, inp: RunInput) -> _Scope:
         plan = resolved.plan
         self._plan = plan
+        self._generation = resolved.generation
         self._args = resolved.args
         shown = resolved.shown_args()
         self._ledger.secrets = secret_values(resolved.args, shown)
@@ -1310,11 +1312,23 @@ class _Interpreter:
     def _set_state(self, state: RunState) -> None:
         if not self._ledger.set_state(state) or self._chunk is not None:
             return  # chunks are part of their parent's run, not runs of their own in lists
-        workflow.upsert_search_attributes([STATE_KEY.value_set(state.value)])
+        self._write_state()
         progress = self._ledger.progress()
         workflow.set_current_details(
             f"**{state.value}** · {progress.done}/{progress.total} jobs done"
         )
+
+    def _write_state(self) -> None:
+        """Write the run's state into ``SternwayState`` unless it holds it already.
+
+        A run `submit` started as RUNNING (its plan fixed and nothing to wait for) then writes
+        nothing before its first job, which saves the server a visibility write per run. Runs
+        whose plan a resolver before generation 1 recorded always wrote it, and replay so.
+        """
+        state = self._ledger.status.state.value
+        held = workflow.info().typed_search_attributes.get(STATE_KEY)
+        if self._generation < 1 or held != state:
+            workflow.upsert_search_attributes([STATE_KEY.value_set(state)])
 
     def _timer(self, seconds: float, error: ErrorInfo, still: Callable[[], bool]) -> None:
         """After ``seconds``, stop the run with rollback if ``still()`` holds and it is running."""
@@ -1640,6 +1654,8 @@ class ActionWorkflow(_Interpreter):
         run_id = self._ledger.status.run_id
         locks = self._locks = RunLocks(run_id, self._owner, resolved.locks)
         self._ledger.status.locks = locks.status
+        if self._generation >= 1 and self._chunk is None:
+            self._write_state()  # PENDING, if a submitter that saw no locks wrote RUNNING
 
         def show() -> None:
             detail = locks.waiting_detail()

@@ -493,6 +493,11 @@ class ResolveInput(_Model):
     args: dict[str, Any]
 
 
+# Generation 1: a run whose SternwayState already holds its new state (a run submitted as
+# RUNNING) writes nothing for it.
+RESOLVER_GENERATION = 1
+
+
 class ResolvedRun(_Compact):
     """The plan of a run and its validated args, fixed once per run and recorded in history."""
 
@@ -502,6 +507,11 @@ class ResolvedRun(_Compact):
     masked_args: dict[str, Any] | None = None
     # The plan's locks with their keys rendered, one per key, in the order they are taken.
     locks: list[LockSpec] = Field(default_factory=list)
+    # Which generation of the resolver recorded this plan (RESOLVER_GENERATION; 0: before
+    # there were generations). Recorded in the run's history with the plan, it tells a replay
+    # how the code that ran the run behaved where that changed, as a patch would, but without
+    # the search attribute write a patch makes.
+    generation: int = 0
 
     def shown_args(self) -> dict[str, Any]:
         """The args as status and memo show them (secrets masked)."""
