@@ -12,16 +12,15 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from sternway import submit
-from sternway.codec import data_converter
-from sternway.worker import create_worker, workflow_runner
-from sternway.workflows import ActionWorkflow, ChunkWorkflow
+from sternway.worker import create_worker
 from sternway.workflows import _actions as actions_module
 from sternway.workflows._actions import Action, Registry
+from sternway.workflows._protocol import SEARCH_ATTRIBUTE_STATE
 from sternway.workflows.models import CallSpec, JobSpec, LockSpec, Plan, RunState
 from tests.helpers import wait_for
+from tests.test_replay import replayer
 
 NAME = "state-writes"
 
@@ -50,7 +49,7 @@ async def _state_writes(client: Client, run_id: str) -> list[str]:
     for event in history.events:
         if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
-            payload = fields.indexed_fields.get("SternwayState")
+            payload = fields.indexed_fields.get(SEARCH_ATTRIBUTE_STATE)
             if payload is not None:
                 written.append(payload.data.decode().strip('"'))
     return written
@@ -58,12 +57,7 @@ async def _state_writes(client: Client, run_id: str) -> list[str]:
 
 async def _replays(client: Client, run_id: str) -> bool:
     history = await client.get_workflow_handle(run_id).fetch_history()
-    replayer = Replayer(
-        workflows=[ActionWorkflow, ChunkWorkflow],
-        data_converter=data_converter(),
-        workflow_runner=workflow_runner("off"),
-    )
-    return (await replayer.replay_workflow(history)).replay_failure is None
+    return (await replayer().replay_workflow(history)).replay_failure is None
 
 
 async def test_a_submitted_run_starts_running_and_writes_its_state_once(

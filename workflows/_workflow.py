@@ -1654,7 +1654,7 @@ class ActionWorkflow(_Interpreter):
         run_id = self._ledger.status.run_id
         locks = self._locks = RunLocks(run_id, self._owner, resolved.locks)
         self._ledger.status.locks = locks.status
-        if self._generation >= 1 and self._chunk is None:
+        if self._generation >= 1:
             self._write_state()  # PENDING, if a submitter that saw no locks wrote RUNNING
 
         def show() -> None:
